@@ -1,0 +1,46 @@
+# Two commands set everything up on a fresh machine: `make test` and `make reproduce`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install test export-check clean-check nbtest pytest reproduce bench docs clean
+
+$(STAMP): settings.ini setup.py
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0   # the CPU wheel; an unpinned torch pulls a multi-GB CUDA build
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# synthsae/ must be exactly what the notebooks export
+export-check: install
+	$(BIN)/nbdev_export
+	git diff --exit-code -- synthsae
+	@test -z "$$(git status --porcelain --untracked-files=all -- synthsae)" || { git status --short -- synthsae; echo "synthsae/ has files the notebooks did not produce or that are not committed"; exit 1; }
+
+# notebooks are committed clean (nbdev_clean is idempotent on a clean notebook)
+clean-check: install
+	$(BIN)/nbdev_clean
+	git diff --exit-code -- nbs
+
+nbtest: install
+	$(BIN)/nbdev_test --n_workers 1 --timing
+
+pytest: install
+	$(PY) -m pytest -q tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
+
+test: export-check clean-check nbtest pytest
+
+# the main job: build the presets and write their statistics tables and figures under reports/
+reproduce: install
+	$(BIN)/synthsae-reports --out reports
+
+bench: install
+	$(BIN)/papermill nbs/90_benchmarks.ipynb reports/90_benchmarks.ipynb -k python3
+
+clean:
+	rm -rf $(VENV) _docs _proc build dist *.egg-info
