@@ -265,3 +265,30 @@ def test_dead_and_empty_inputs_are_defined():
     assert SparsityStats(4).dead_latents == 4 and ReconstructionStats(2).shrinkage == 0.
     r = evaluate(OracleSAE(ToyModel(p=0.)), ToyModel(p=0.), num_samples=50)  # nothing ever fires
     assert (r.sae_l0, r.true_l0, r.dead_latents, r.precision, r.f1) == (0., 0., 24, 0., 0.) and r.accuracy == 1.
+
+
+def test_integration_with_synthetic_model_and_saes():
+    "The real SyntheticModel and SAE classes satisfy the protocol; a decoder equal to W scores MCC 1"
+    model_mod, saes = pytest.importorskip('synthsae.model'), pytest.importorskip('synthsae.saes')
+    m = model_mod.SyntheticModel(model_mod.SyntheticModelConfig(num_features=64, hidden_dim=16, seed=0))
+    sae = saes.make_sae('batchtopk', 16, 64, k=4, seed=0)
+    with torch.no_grad(): sae.W_dec.copy_(m.feature_vectors)
+    res = evaluate_modes(sae, m, num_samples=2048, batch_size=256)
+    assert set(res) == {'batch', 'threshold'} and res['batch'].sae_l0 == 4.
+    assert res['batch'].mcc == pytest.approx(1., abs=1e-6) and res['batch'].uniqueness == 1.
+    other = evaluate(saes.make_sae('standard', 16, 32, seed=1), m, num_samples=2048, batch_size=256)
+    assert res['batch'].true_l0 == res['threshold'].true_l0 == other.true_l0  # the same evaluation samples
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu():
+    "SAE and sums on CUDA, data from a CPU model: the same metrics as on the CPU"
+    m = ToyModel()
+    sae = NoisySAE()
+    cpu = evaluate(sae, m, num_samples=2000, batch_size=256)
+    gpu = evaluate(sae.to('cuda'), m, num_samples=2000, batch_size=256)
+    for k in ('explained_variance', 'mcc', 'uniqueness', 'precision', 'recall', 'f1', 'sae_l0', 'shrinkage'):
+        assert getattr(gpu, k) == pytest.approx(getattr(cpu, k), rel=1e-4, abs=1e-5), k
+    g = torch.Generator().manual_seed(0)
+    A, B = torch.randn(300, 32, generator=g), torch.randn(900, 32, generator=g)
+    assert mean_correlation_coefficient(A.cuda(), B.cuda()) == pytest.approx(dense_mcc(A, B), abs=1e-6)

@@ -1,7 +1,8 @@
 "Probe ceiling, absorption and frequency-bucket extensions on tiny stand-in worlds"
 import pytest, torch
 from synthsae.evaluation import ClassificationCounts, evaluate
-from synthsae.probes import absorption, metrics_by_frequency, probe_ceiling, probe_f1, train_probe
+from synthsae.probes import (absorption, metrics_by_frequency, metrics_by_group, probe_ceiling, probe_f1, splitting,
+    train_probe)
 
 
 class ToyModel:
@@ -52,3 +53,19 @@ def test_frequency_buckets_partition_latents():
     r = metrics_by_frequency(c, torch.tensor([0.001, 0.02, 0.02, 1.0]), edges=[0., 0.01, 0.1, 1.])
     assert r['latents'].tolist() == [1, 2, 1]
     assert r['precision'].tolist() == [0.5, 0.5, 1.0] and r['recall'].tolist() == [1.0, 0.25, 1.0]
+
+
+def test_metrics_by_group_hand_case():
+    c = ClassificationCounts(torch.tensor([2, 0, 2]))
+    c.tp, c.pos, c.lab, c.n = torch.tensor([1, 1, 3]), torch.tensor([1, 2, 3]), torch.tensor([2, 1, 6]), 8
+    r = metrics_by_group(c, torch.tensor([0, 1, 1]))  # features 1 and 2 at depth 1: latents 0 and 2 in group 1
+    assert r['latents'].tolist() == [1, 2] and r['recall'].tolist() == [1.0, 0.5]
+    assert r['precision'].tolist() == [0.5, 1.0]
+
+
+def test_splitting_counts_latents_per_feature():
+    g = torch.Generator().manual_seed(0)
+    W = torch.linalg.qr(torch.randn(16, 6, generator=g))[0].T  # 6 orthonormal rows in 16 dims
+    D = torch.cat([W, W[[1, 1, 4]] + 0.1 * torch.randn(3, 16, generator=g), torch.zeros(2, 16)])
+    s = splitting(D, W, threshold=0.5)
+    assert s.latents_per_feature.tolist() == [1, 3, 1, 1, 2, 1] and s.split_features == 2
