@@ -37,7 +37,7 @@ test: export-check clean-check nbtest pytest
 
 # the main job: build the presets and write their statistics tables and figures under reports/
 reproduce: install
-	$(BIN)/synthsae-reports --out reports
+	$(BIN)/synthsae worlds --out reports/worlds
 
 bench: install
 	$(BIN)/papermill nbs/90_benchmarks.ipynb reports/90_benchmarks.ipynb -k python3

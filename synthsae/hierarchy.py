@@ -364,6 +364,7 @@ class HierarchyModifier(nn.Module):
                 ):
         super().__init__()
         flat = flat.to('cpu')
+        self.flat = flat  # kept (on CPU) so a sampler can be built from a model's modifier
         self.num_features, self.max_level = flat.num_features, flat.max_level
         kids = (flat.parent >= 0).nonzero().squeeze(1)
         kids = kids[torch.sort(flat.level[kids], stable=True).indices]
