@@ -1,0 +1,184 @@
+"""Training: every architecture reaches its L0 on the tiny world, exact resume after SIGKILL, many SAEs on one
+stream, data parallel over 2 gloo processes, RunConfig round trips and error messages."""
+import json, os, signal, subprocess, sys, time
+from dataclasses import replace
+from pathlib import Path
+import pytest, torch
+from synthsae.model import SyntheticModel
+from synthsae.saes import ARCHS, make_sae, paper_sae_config, load_sae
+from synthsae.evaluation import evaluate
+from synthsae.training import (train_sae, RunConfig, TrainConfig, EvalConfig, run, train_many, build_sae, read_log,
+                               latest_checkpoint)
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}   # one thread: deterministic and fast on a shared 2-core machine
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    "Torch on one thread for the test (oversubscribed cores make multi-threaded small ops 10× slower); restored after"
+    n = torch.get_num_threads(); torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+@pytest.fixture(scope='module')
+def tiny(): return SyntheticModel.from_preset('tiny')
+
+def same_weights(a, b)->bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+def tiny_cfg(arch:str, d_in:int, target:float=5.):
+    c = paper_sae_config(arch, d_in, 64, target, seed=0)
+    if arch == 'standard': c = replace(c, l1_warm_up_steps=0, autotune_start_step=0)
+    if arch == 'matryoshka_batchtopk': c = replace(c, matryoshka_widths=(8, 16, 32, 64))
+    return c
+
+def test_every_arch_reaches_target_l0_and_beats_random(tiny):
+    # 6 SAEs × 700 steps × 256 samples on one stream: ≈ 25–35 s on one CPU core
+    fast_tuner = dict(integral_gain=2e-2, convergence_gain=0.1, smoothing=0.9, rate_smoothing=0.8)
+    saes = train_sae([ARCHS[a](tiny_cfg(a, tiny.hidden_dim)) for a in ARCHS], tiny, 700 * 256, batch_size=256, lr=3e-3,
+                     progress=False, norm_batches=20, autotuner=fast_tuner)
+    for a, s in zip(ARCHS, saes):
+        e = evaluate(s, tiny, 20_000, seed=0)
+        e0 = evaluate(ARCHS[a](tiny_cfg(a, tiny.hidden_dim)), tiny, 20_000, seed=0)
+        assert abs(e.sae_l0 - 5) <= 0.15 * 5, (a, e.sae_l0)
+        assert e.mcc > e0.mcc + 0.15, (a, e.mcc, e0.mcc)
+
+def test_list_equals_each_alone(tiny):
+    # every architecture is deterministic on CPU, so sharing the stream changes nothing bit for bit
+    mk = lambda: [ARCHS[a](tiny_cfg(a, tiny.hidden_dim)) for a in ARCHS]
+    kw = dict(batch_size=64, lr=1e-3, progress=False, norm_batches=2, dead_feature_window=3, log_every=4)
+    together = train_sae(mk(), tiny, 12 * 64, **kw)
+    for s, t in zip(together, mk()):
+        assert same_weights(s, train_sae(t, tiny, 12 * 64, **kw)), s.architecture
+
+def test_dead_mask_skipping_is_exact(tiny):
+    # the mask is dropped only while no latent can be dead: results do not depend on when the horizon is refreshed
+    kw = dict(batch_size=64, lr=3e-3, progress=False, dead_feature_window=4)
+    a = train_sae(make_sae('topk', tiny.hidden_dim, 64, k=2, seed=0), tiny, 30 * 64, log_every=1, **kw)
+    b = train_sae(make_sae('topk', tiny.hidden_dim, 64, k=2, seed=0), tiny, 30 * 64, log_every=13, **kw)
+    assert same_weights(a, b)
+
+RESUME_SCRIPT = """
+import sys, torch
+torch.set_num_threads(1)
+from synthsae.model import SyntheticModel
+from synthsae.saes import make_sae
+from synthsae.training import train_sae
+m = SyntheticModel.from_preset('tiny')
+train_sae([make_sae('jumprelu', m.hidden_dim, 64, seed=1, target_l0=5.), make_sae('batchtopk', m.hidden_dim, 64, k=4., seed=2)],
+          m, {steps} * 64, batch_size=64, lr=1e-3, progress=False, checkpoint_dir=sys.argv[1], checkpoint_every=10,
+          log_every=5, log_path=sys.argv[2], dead_feature_window=20)
+"""
+
+def resume_saes(m):
+    return [make_sae('jumprelu', m.hidden_dim, 64, seed=1, target_l0=5.), make_sae('batchtopk', m.hidden_dim, 64, k=4., seed=2)]
+
+def test_sigkill_then_resume_is_bit_exact(tiny, tmp_path):
+    steps = 300
+    ck, log = tmp_path/'ck', tmp_path/'log.jsonl'
+    p = subprocess.Popen([sys.executable, '-c', RESUME_SCRIPT.format(steps=steps), str(ck), str(log)], env=ENV, cwd=ROOT)
+    t0 = time.time()
+    while latest_checkpoint(ck) is None or int(latest_checkpoint(ck).name) < 30 * 64:
+        assert p.poll() is None and time.time() - t0 < 60, "worker ended before writing its checkpoints"
+        time.sleep(0.01)
+    p.send_signal(signal.SIGKILL); p.wait()
+    killed_at = int(latest_checkpoint(ck).name)
+    assert killed_at < steps * 64
+    kw = dict(batch_size=64, lr=1e-3, progress=False, checkpoint_every=10, log_every=5, dead_feature_window=20)
+    resumed = train_sae(resume_saes(tiny), tiny, steps * 64, checkpoint_dir=ck, resume=True, log_path=log, **kw)
+    full = train_sae(resume_saes(tiny), tiny, steps * 64, checkpoint_dir=tmp_path/'ck2', **kw)
+    assert all(same_weights(a, b) for a, b in zip(resumed, full))
+    for i in range(2):   # the log has each step once, in order, although the killed run wrote past its checkpoint
+        steps_logged = [r['step'] for r in read_log(log) if r['sae'] == i]
+        assert steps_logged == list(range(4, steps, 5))
+
+def test_incompatible_checkpoint_says_what_differs(tiny, tmp_path):
+    kw = dict(batch_size=32, progress=False, checkpoint_dir=tmp_path, checkpoint_every=5)
+    train_sae(make_sae('topk', tiny.hidden_dim, 64, k=4), tiny, 10 * 32, **kw)
+    with pytest.raises(ValueError, match=r"saes\.0\.d_sae: checkpoint has 64, this run has 32"):
+        train_sae(make_sae('topk', tiny.hidden_dim, 32, k=4), tiny, 10 * 32, resume=True, **kw)
+    with pytest.raises(ValueError, match=r"saes\.0\.architecture: checkpoint has 'topk', this run has 'batchtopk'"):
+        train_sae(make_sae('batchtopk', tiny.hidden_dim, 64, k=4), tiny, 10 * 32, resume=True, **kw)
+
+def test_nan_names_step_and_last_checkpoint(tiny, tmp_path):
+    with pytest.raises(FloatingPointError, match=r"not finite at step \d+; last good checkpoint: .*ck/"):
+        train_sae(make_sae('standard', tiny.hidden_dim, 32), tiny, 400 * 32, batch_size=32, lr=1e30, grad_clip=None,
+                  progress=False, log_every=10, checkpoint_dir=tmp_path/'ck', checkpoint_every=1)
+
+def test_input_scale_is_folded(tiny, tmp_path):
+    # the checkpoint holds the SAE trained on s·x; the returned one must read raw x and give x̂ = (SAE on s·x) / s
+    cfg = paper_sae_config('jumprelu', tiny.hidden_dim, 32, 5., seed=0)
+    assert cfg.normalize_activations == 'expected_average_only_in'
+    sae = train_sae(ARCHS['jumprelu'](cfg), tiny, 20 * 64, batch_size=64, progress=False, norm_batches=3,
+                    checkpoint_dir=tmp_path, checkpoint_every=20)
+    st = torch.load(latest_checkpoint(tmp_path)/'trainer_state.pt', weights_only=False)['members'][0]
+    raw = ARCHS['jumprelu'](cfg); raw.load_state_dict(st['sae']); s = st['scale']
+    norms = tiny.sample(20_000, tiny.batch_generator(0, 'eval', 9)).norm(dim=-1)
+    assert abs(s * norms.mean() / 48 ** 0.5 - 1) < 0.03   # s = √D / E‖x‖ (3 × 64 samples: σ of the mean norm ≈ 0.5%)
+    x = tiny.sample(512, tiny.batch_generator(0, 'eval', 5))
+    torch.testing.assert_close(sae.decode(sae.encode(x)), raw.decode(raw.encode(s * x)) / s, atol=1e-4, rtol=1e-4)
+
+@pytest.mark.skipif(not (ROOT/'.venv'/'bin'/'torchrun').exists() and not any((Path(p)/'torchrun').exists() for p in os.environ.get('PATH', '').split(':')),
+                    reason='torchrun not found')
+def test_ddp_two_gloo_processes(tmp_path):
+    # ≈ 15 s: two ranks with different init seeds end with identical weights, and the loss drops
+    torchrun = Path(sys.executable).parent/'torchrun'
+    cmd = [str(torchrun) if torchrun.exists() else 'torchrun', '--standalone', '--nproc_per_node', '2',
+           str(ROOT/'tests'/'ddp_worker.py'), str(tmp_path), '100']
+    r = subprocess.run(cmd, env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b = (torch.load(tmp_path/f'rank{i}.pt') for i in range(2))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    log = read_log(tmp_path/'log.jsonl')
+    assert log[-1]['samples'] == 100 * 128 * 2
+    assert log[-1]['loss'] < 0.6 * log[0]['loss']
+
+def test_run_config_round_trip(tmp_path):
+    cfg = RunConfig(model='tiny', sae=paper_sae_config('matryoshka_batchtopk', 48, 64, 5.),
+                    train=TrainConfig(training_samples=1000, batch_size=100, checkpoint_every=5, autotuner=dict(integral_gain=0.01)),
+                    eval=EvalConfig(num_samples=500, seed=3), out_dir=str(tmp_path/'run'))
+    assert cfg.sae['architecture'] == 'matryoshka_batchtopk' and cfg.sae['matryoshka_widths'] == [2, 8, 32, 64]
+    assert RunConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    assert RunConfig.load(cfg.save(tmp_path/'c.json')) == cfg
+    with pytest.raises(ValueError, match='unknown RunConfig keys'): RunConfig.from_dict({**cfg.to_dict(), 'trian': {}})
+
+def test_bad_inputs(tiny):
+    with pytest.raises(ValueError, match=r"d_in=32 \(W_enc \(32, 64\)\).*hidden_dim=48"):
+        train_sae(make_sae('topk', 32, 64, k=4), tiny, 100, progress=False)
+    with pytest.raises(ValueError, match=r"sae.d_in=32 but the model's hidden_dim=48"):
+        build_sae(dict(architecture='topk', d_in=32, d_sae=64, k=4), 48)
+    with pytest.raises(ValueError, match=r"sae.architecture must be one of \['standard', 'topk', 'batchtopk'"):
+        RunConfig(sae=dict(architecture='gated', d_sae=64))
+    with pytest.raises(ValueError, match="valid fields"): RunConfig(sae=dict(architecture='topk', d_sae=64, K=4))
+    with pytest.raises(ValueError, match='lr_schedule must be one of'): TrainConfig(lr_schedule='linear')
+    with pytest.raises(ValueError, match='resume=True needs a checkpoint_dir'):
+        train_sae(make_sae('topk', 48, 64, k=4), tiny, 100, resume=True, progress=False)
+
+@pytest.mark.skipif(__import__('importlib').util.find_spec('wandb') is not None, reason='wandb is installed')
+def test_wandb_asked_but_missing(tiny):
+    with pytest.raises(ValueError, match='wandb is not installed'):
+        train_sae(make_sae('topk', 48, 64, k=4), tiny, 100, wandb_project='x', progress=False)
+
+def test_run_writes_folder_and_resumes(tmp_path):
+    cfg = RunConfig(model='tiny', sae=dict(architecture='batchtopk', d_sae=64, k=5.),
+                    train=TrainConfig(training_samples=60 * 128, batch_size=128, lr=3e-3, log_every=20, checkpoint_every=30),
+                    eval=EvalConfig(num_samples=4096), out_dir=str(tmp_path/'run'))
+    res = run(cfg, device='cpu', progress=False)
+    out = tmp_path/'run'
+    assert sorted(p.name for p in out.iterdir()) == ['checkpoints', 'eval.json', 'eval_stats.json', 'log.jsonl', 'run_config.json', 'sae']
+    ev = json.loads((out/'eval.json').read_text())
+    assert set(ev) == {'batch', 'threshold'} and ev['batch']['sae_l0'] == pytest.approx(5., abs=1e-6)
+    assert json.loads((out/'eval_stats.json').read_text()) == ev['batch']
+    assert [r['step'] for r in read_log(out/'log.jsonl')] == [19, 39, 59]
+    assert load_sae(out/'sae').architecture == 'jumprelu'   # BatchTopK exports as JumpReLU
+    again = run(cfg, device='cpu', progress=False)   # finished checkpoints: resumes at the end, same SAE
+    assert same_weights(res['sae'], again['sae'])
+
+def test_train_many_groups_share_a_stream(tmp_path):
+    t = TrainConfig(training_samples=20 * 64, batch_size=64, lr=1e-3)
+    cfgs = [RunConfig(sae=dict(architecture='topk', d_sae=64, k=k, seed=0), train=t, eval=EvalConfig(num_samples=1024)) for k in (3, 6)]
+    cfgs.append(RunConfig(sae=dict(architecture='topk', d_sae=64, k=3, seed=0), train=replace(t, seed=1), eval=EvalConfig(num_samples=1024)))
+    res = train_many(cfgs, device='cpu', progress=False)
+    assert [r['eval']['default'].sae_l0 <= k + 1e-6 for r, k in zip(res, (3, 6, 3))] == [True] * 3
+    assert not same_weights(res[0]['sae'], res[2]['sae'])   # another data seed, another stream
