@@ -42,5 +42,9 @@ reproduce: install
 bench: install
 	$(BIN)/papermill nbs/90_benchmarks.ipynb reports/90_benchmarks.ipynb -k python3
 
+# the documentation site in _docs/ (Quarto when installed, else self-contained pandoc pages) and README.md
+docs: install
+	$(PY) -c "from synthsae.docs import docs_command; docs_command(out='_docs', readme=True)"
+
 clean:
 	rm -rf $(VENV) _docs _proc build dist *.egg-info
