@@ -1,5 +1,5 @@
 "Offline docs build (pandoc fallback) and README freshness"
-import base64, json, re
+import json, os, re, sys
 from pathlib import Path
 import pytest
 from synthsae.docs import build_docs, docs_command, readme_markdown
@@ -94,3 +94,37 @@ def test_readme_up_to_date():
     for name, data in figures.items():
         assert (ROOT/name).read_bytes() == data, f'{name} is out of date'
     assert '```python' in text and 'make test' in text and 'make reproduce' in text
+
+
+FAKE_QUARTO = r'''#!/usr/bin/env python3
+"Stand-in for `quarto render <project>`: checks the project it is given and writes one page per notebook"
+import json, sys, yaml
+from pathlib import Path
+assert sys.argv[1] == 'render', sys.argv
+proj = Path(sys.argv[2]); cfg = yaml.safe_load((proj/'_quarto.yml').read_text())
+assert cfg['execute']['enabled'] is False and cfg['project']['output-dir'] == '_site'
+(proj/'sidebar.json').write_text(json.dumps(cfg['website']['sidebar']['contents']))
+for nb in proj.glob('nbs/**/*.ipynb'):
+    cells = json.loads(nb.read_text())['cells']
+    assert cells[0]['cell_type'] == 'raw' and cells[0]['source'].startswith('---\ntitle:'), cells[0]
+    assert not any('#|' in c['source'] for c in cells if c['cell_type'] == 'code')
+    out = proj/'_site'/nb.relative_to(proj).with_suffix('.html'); out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(cells[0]['source'])
+for f in proj.glob('reports/**/*'):
+    if f.is_file(): out = proj/'_site'/f.relative_to(proj); out.parent.mkdir(parents=True, exist_ok=True); out.write_bytes(f.read_bytes())
+'''
+
+def test_quarto_project(tmp_path, monkeypatch):
+    "The Quarto path, with a stand-in `quarto` on the PATH (the real one is not installed here)"
+    bin_ = tmp_path/'bin'; bin_.mkdir()
+    (bin_/'quarto').write_text(FAKE_QUARTO.replace('/usr/bin/env python3', sys.executable)); (bin_/'quarto').chmod(0o755)
+    monkeypatch.setenv('PATH', f"{bin_}{os.pathsep}{os.environ['PATH']}")
+    report = tmp_path/'reports'/'report.html'; report.parent.mkdir()
+    report.write_text('<h1>Report</h1><img src="fig.png">'); (report.parent/'fig.png').write_bytes(b'png')
+    res = build_docs(tmp_path/'site', nbs=[NBS/'index.ipynb', NBS/'00_core.ipynb'], nbs_path=NBS, execute=False,
+                     report=report, config=ROOT/'_quarto.yml', progress=False)
+    assert res.engine == 'quarto' and res.failed == {}
+    site = tmp_path/'site'
+    assert (site/'nbs'/'00_core.html').read_text().startswith('---\ntitle: Core')
+    assert 'url=nbs/index.html' in (site/'index.html').read_text()
+    assert (site/'reports'/'fig.png').read_bytes() == b'png'
