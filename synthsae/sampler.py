@@ -13,9 +13,10 @@ from .correlation import firing_thresholds
 from .hierarchy import FlatHierarchy, HierarchyModifier
 
 # %% auto #0
-__all__ = ['SparseFeatures', 'sparse_from_pairs', 'bernoulli_positions', 'FiringTiers', 'firing_tiers', 'independent_firing',
-           'draw_magnitudes', 'segment_winners', 'FeatureSampler', 'set_firing_probabilities', 'dense_firing',
-           'dense_features', 'sparse_features', 'demo_sampler', 'hierarchy_violations']
+__all__ = ['DENSE_TOP_MAX', 'COPULA_BLOCKS', 'MAX_RATE_CLASS', 'SparseFeatures', 'sparse_from_pairs', 'bernoulli_positions',
+           'FiringTiers', 'firing_tiers', 'independent_firing', 'draw_magnitudes', 'segment_winners', 'FeatureSampler',
+           'set_firing_probabilities', 'dense_firing', 'dense_features', 'copula_firing_thinned', 'sparse_features',
+           'demo_sampler', 'hierarchy_violations']
 
 # %% ../nbs/05_sampler.ipynb #49479e58
 class SparseFeatures(NamedTuple):
@@ -177,6 +178,7 @@ def set_firing_probabilities(self:FeatureSampler, p:Tensor):
     tiers = firing_tiers(p, self.top_features)
     self.register_buffer('tier_features', tiers.features)
     self._tier_bounds, self._tier_rates = tiers.bounds, tiers.rates
+    self._set_copula_blocks()
 FeatureSampler.set_firing_probabilities = set_firing_probabilities
 
 # %% ../nbs/05_sampler.ipynb #54e2450c
@@ -217,12 +219,58 @@ def _top_level(self:FeatureSampler, batch_size:int, eps:Tensor|None, generator)-
     if eps is None:
         tiers = FiringTiers(self.tier_features, self._tier_bounds, self._tier_rates)
         return independent_firing(self.firing_probabilities, tiers, batch_size, generator)
-    # the copula columns of the top-level features only: z = ε F_topᵀ + √δ η
+    if len(top) > DENSE_TOP_MAX: return copula_firing_thinned(self, eps, generator)
+    # few top-level columns: one Gaussian per entry is cheaper than the thinning bookkeeping
     z = torch.addcmul(eps @ self.correlation_factor[top].T, self.sqrt_diag[top],
                       torch.randn(batch_size, len(top), generator=generator, device=eps.device))
     rows, j = torch.nonzero(z > self.thresholds[top], as_tuple=True)
     return rows, top[j]
 FeatureSampler._top_level = _top_level
+
+# %% ../nbs/05_sampler.ipynb #d2532651
+DENSE_TOP_MAX = 512   # top-level copulas with at most this many columns draw one Gaussian per entry
+COPULA_BLOCKS = 128  # column blocks of the top-level copula; each (sample, block) gets its own proposal rate
+MAX_RATE_CLASS = 40  # rate classes 2^-j, j ≤ 40; rarer segments share the rate 2^-40
+
+@torch.no_grad()
+def _set_copula_blocks(self:FeatureSampler):
+    "Top-level copula columns sorted by threshold, scaled by 1/√δ and cut into equal blocks"
+    if self.correlation_factor is None: return
+    top = self.top_features
+    order = top[torch.argsort(self.thresholds[top])]
+    k = max(1, min(COPULA_BLOCKS, len(order)))
+    w = math.ceil(len(order) / k)
+    pad = k * w - len(order)
+    inv = 1 / self.sqrt_diag[order].clamp_min(1e-6)
+    F_ = self.correlation_factor
+    self.register_buffer('block_features', torch.cat([order, order.new_zeros(pad)]), persistent=False)
+    self.register_buffer('block_loadings', torch.cat([F_[order] * inv[:, None], F_.new_zeros(pad, F_.shape[1])]).T.contiguous(), persistent=False)
+    self.register_buffer('block_thresholds', torch.cat([self.thresholds[order] * inv, F_.new_full((pad,), float('inf'))]), persistent=False)
+    self._blocks = (k, w)
+FeatureSampler._set_copula_blocks = _set_copula_blocks
+
+def _upper_tail(t:Tensor)->Tensor: return 0.5 * torch.erfc(t * 0.5**0.5)  # Φ̄(t)
+
+@torch.no_grad()
+def copula_firing_thinned(self:FeatureSampler, eps:Tensor, generator=None)->tuple[Tensor,Tensor]:
+    "Exact (rows, cols) of the top-level copula firings given the shared factors `eps` (B, r), by thinning"
+    (k, w), B, dev = self._blocks, len(eps), eps.device
+    t = torch.addmm(self.block_thresholds, eps, self.block_loadings, alpha=-1)   # (B, k·w): fire iff η > t
+    bound = _upper_tail(t.view(B, k, w).amin(-1)).view(-1)                     # (B·k,) segment bounds
+    cls = torch.floor(-torch.log2(bound.clamp_min(2.**-MAX_RATE_CLASS))).clamp(0, MAX_RATE_CLASS).to(torch.uint8)
+    order = torch.argsort(cls, stable=True)  # a radix sort for one-byte keys
+    counts = torch.bincount(cls, minlength=MAX_RATE_CLASS + 1).tolist()
+    segs, offs, rates, a = [], [], [], 0
+    for j, nj in enumerate(counts):
+        if nj == 0: continue
+        pos = bernoulli_positions(2.**-j, nj * w, generator, dev)
+        segs.append(order[a:a + nj][pos // w]); offs.append(pos % w); rates.append(torch.full((len(pos),), 2.**-j, device=dev))
+        a += nj
+    seg, off, rate = torch.cat(segs), torch.cat(offs), torch.cat(rates)
+    rows, col = seg // k, (seg % k) * w + off
+    accept = torch.rand(len(seg), generator=generator, device=dev) * rate < _upper_tail(t.view(-1)[rows * (k * w) + col])
+    i = accept.nonzero().squeeze(1)
+    return rows[i], self.block_features[col[i]]
 
 # %% ../nbs/05_sampler.ipynb #76e34887
 @torch.no_grad()
@@ -231,19 +279,17 @@ def _children(self:FeatureSampler, rows:Tensor, cols:Tensor, vals:Tensor, eps:Te
     start, count = self.child_ptr[cols], self.child_ptr[cols + 1] - self.child_ptr[cols]
     pair = torch.repeat_interleave(torch.arange(len(cols), device=cols.device), count)  # parent entry of each child
     offset = torch.arange(len(pair), device=cols.device) - torch.repeat_interleave(torch.cumsum(count, 0) - count, count)
-    child, r = self.child_idx[start[pair] + offset], rows[pair]
+    child = self.child_idx[start[pair] + offset]
     if eps is None: fire = torch.rand(len(child), generator=generator, device=child.device) < self.firing_probabilities[child]
     else:
-        z = (eps[r] * self.correlation_factor[child]).sum(-1)
-        z = z + self.sqrt_diag[child] * torch.randn(len(child), generator=generator, device=child.device)
-        fire = z > self.thresholds[child]
-    child, r, pair = child[fire], r[fire], pair[fire]
+        z = torch.einsum('nr,nr->n', eps[rows[pair]], self.correlation_factor[child])
+        fire = torch.addcmul(z, self.sqrt_diag[child], torch.randn(len(child), generator=generator, device=child.device)) > self.thresholds[child]
+    i = fire.nonzero().squeeze(1); child, pair = child[i], pair[i]
     v = draw_magnitudes(child, self.mean_magnitudes, self.std_magnitudes, generator)
-    child, r, pair, v = child[v > 0], r[v > 0], pair[v > 0], v[v > 0]
-    keep = self._exclusion(pair, child, generator)
-    child, r, pair, v = child[keep], r[keep], pair[keep], v[keep]
+    i = (v > 0).nonzero().squeeze(1); child, pair, v = child[i], pair[i], v[i]
+    i = self._exclusion(pair, child, generator).nonzero().squeeze(1); child, pair, v = child[i], pair[i], v[i]
     parent_scale = vals[pair] / self.mean_magnitudes[cols[pair]]
-    return r, child, torch.where(self.rescale[child], v * parent_scale, v)
+    return rows[pair], child, torch.where(self.rescale[child], v * parent_scale, v)
 FeatureSampler._children = _children
 
 # %% ../nbs/05_sampler.ipynb #5af96e87
@@ -269,7 +315,7 @@ def sparse_features(self:FeatureSampler, batch_size:int, generator=None)->Sparse
     eps = None if self.correlation_factor is None else torch.randn(batch_size, self.correlation_factor.shape[1], generator=generator, device=dev)
     rows, cols = self._top_level(batch_size, eps, generator)
     vals = draw_magnitudes(cols, self.mean_magnitudes, self.std_magnitudes, generator)
-    rows, cols, vals = rows[vals > 0], cols[vals > 0], vals[vals > 0]
+    i = (vals > 0).nonzero().squeeze(1); rows, cols, vals = rows[i], cols[i], vals[i]
     if self._top_level_me:
         keep = self._exclusion(rows, cols, generator, general=True); rows, cols, vals = rows[keep], cols[keep], vals[keep]
     out, front = [(rows, cols, vals)], self.has_children[cols]
