@@ -188,3 +188,14 @@ def test_latent_browser_widget_carries_static_fallback():
     w = latent_browser(W_dec, W, k=2, interactive=True)
     bundle = w._repr_mimebundle_()
     assert 'application/vnd.jupyter.widget-view+json' in bundle and '<table' in bundle['text/html']
+
+
+def test_reference_points_are_drawn_dashed_and_saved(tmp_path, sweep_rows):
+    ref = [dict(arch='batchtopk', l0=l0, mcc=v, f1=v / 2) for l0, v in ((15, 0.675), (25, 0.758))]
+    fig = l0_sweep(sweep_rows, reference=ref, out_dir=tmp_path)
+    csv = assert_written(tmp_path, 'F2_l0_sweep')
+    r = csv[csv.source == 'reference']
+    assert set(r.metric) == {'mcc', 'f1'} and r.query("metric == 'mcc'")['mean'].tolist() == [0.675, 0.758]
+    dashed = [l for l in fig.axes[1].lines if l.get_linestyle() == '--' and len(l.get_xdata())]
+    assert len(dashed) == 1 and list(dashed[0].get_xdata()) == [15, 25] and list(dashed[0].get_ydata()) == [0.675, 0.758]
+    with pytest.raises(ValueError, match='none of the metrics'): l0_sweep(sweep_rows, reference=[dict(arch='topk', l0=15, ve=1.)])
