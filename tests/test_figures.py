@@ -199,3 +199,10 @@ def test_reference_points_are_drawn_dashed_and_saved(tmp_path, sweep_rows):
     dashed = [l for l in fig.axes[1].lines if l.get_linestyle() == '--' and len(l.get_xdata())]
     assert len(dashed) == 1 and list(dashed[0].get_xdata()) == [15, 25] and list(dashed[0].get_ydata()) == [0.675, 0.758]
     with pytest.raises(ValueError, match='none of the metrics'): l0_sweep(sweep_rows, reference=[dict(arch='topk', l0=15, ve=1.)])
+
+
+def test_mixed_eval_modes_are_not_averaged(sweep_rows):
+    rows = [dict(r, synthsae=dict(r['synthsae'], eval_mode='threshold' if r['seed'] == 2 else 'batch')) for r in sweep_rows]
+    with pytest.raises(ValueError, match="eval modes for arch \\['batchtopk', 'matching_pursuit'\\]"): l0_sweep(rows)
+    renamed = [dict(r, arch=r['arch'] + '/threshold') if r['seed'] == 2 else r for r in rows]
+    assert set(sweep_summary(renamed, ['mcc']).arch) == {'batchtopk', 'batchtopk/threshold', 'matching_pursuit', 'matching_pursuit/threshold'}
