@@ -93,7 +93,8 @@ if args['ortho_steps']:
     emb = torch.randn(model.cfg.num_features, model.cfg.hidden_dim)
     t = time.perf_counter(); orthogonalize_embeddings(emb, num_steps=args['ortho_steps'], lr=3e-4)
     out['ortho_step_s'] = (time.perf_counter() - t) / args['ortho_steps']
-t = time.perf_counter(); compute_superposition_stats(model.feature_dict); out['rho_mm_s'] = time.perf_counter() - t
+if args['rho']:
+    t = time.perf_counter(); compute_superposition_stats(model.feature_dict); out['rho_mm_s'] = time.perf_counter() - t
 print(json.dumps(out))
 '''
 
@@ -106,11 +107,11 @@ def find_reference_python(python:str='')->str|None:
     except Exception: return None
 
 def run_reference(model:SyntheticModel, python:str, batch_size:int=1024, repeats:int=10, ortho_steps:int=1,
-                  threads:int=0, timeout:float=3600)->dict:
+                  threads:int=0, rho:bool=True, timeout:float=3600)->dict:
     "Measure the reference on `model`'s world in a subprocess of `python`; raises with its stderr when it fails"
     with tempfile.TemporaryDirectory() as d:
         model.save(Path(d)/'world')
-        args = dict(path=str(Path(d)/'world'), batch_size=batch_size, repeats=repeats, ortho_steps=ortho_steps, threads=threads)
+        args = dict(path=str(Path(d)/'world'), batch_size=batch_size, repeats=repeats, ortho_steps=ortho_steps, threads=threads, rho=rho)
         r = subprocess.run([python, '-c', REFERENCE_SCRIPT, json.dumps(args)], capture_output=True, text=True, timeout=timeout)
     if r.returncode != 0: raise RuntimeError(f"reference run with {python} failed:\n{r.stderr[-2000:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -125,7 +126,7 @@ def summarize(ours:dict, reference:dict|None, scaling:list[dict])->dict:
         if reference.get('ortho_step_s') and ours.get('ortho_steps'):
             reference['ortho_100_steps_s_extrapolated'] = reference['ortho_step_s'] * ours['ortho_steps']
             r['build_speedup_vs_ortho_alone'] = reference['ortho_100_steps_s_extrapolated'] / ours['build_s']
-        r['rho_mm_speedup'] = reference['rho_mm_s'] / ours['superposition_stats_s']
+        if reference.get('rho_mm_s'): r['rho_mm_speedup'] = reference['rho_mm_s'] / ours['superposition_stats_s']
     big = [s for s in scaling if s['num_features'] == max(x['num_features'] for x in scaling)]
     if big and big[0].get('time_vs_16k') is not None: out['ratios']['largest_N_time_vs_16k'] = big[0]['time_vs_16k']
     return out

@@ -13,10 +13,10 @@ from .correlation import firing_thresholds
 from .hierarchy import FlatHierarchy, HierarchyModifier
 
 # %% auto #0
-__all__ = ['DENSE_TOP_MAX', 'COPULA_BLOCKS', 'MAX_RATE_CLASS', 'SparseFeatures', 'sparse_from_pairs', 'bernoulli_positions',
-           'FiringTiers', 'firing_tiers', 'independent_firing', 'draw_magnitudes', 'segment_winners', 'FeatureSampler',
-           'set_firing_probabilities', 'dense_firing', 'dense_features', 'copula_firing_thinned', 'sparse_features',
-           'demo_sampler', 'hierarchy_violations']
+__all__ = ['DENSE_TOP_MAX', 'COPULA_BLOCKS', 'COPULA_CHUNK', 'MAX_RATE_CLASS', 'SparseFeatures', 'sparse_from_pairs',
+           'bernoulli_positions', 'FiringTiers', 'firing_tiers', 'independent_firing', 'draw_magnitudes',
+           'segment_winners', 'FeatureSampler', 'set_firing_probabilities', 'dense_firing', 'dense_features',
+           'copula_firing_thinned', 'sparse_features', 'demo_sampler', 'hierarchy_violations']
 
 # %% ../nbs/05_sampler.ipynb #49479e58
 class SparseFeatures(NamedTuple):
@@ -229,7 +229,8 @@ FeatureSampler._top_level = _top_level
 
 # %% ../nbs/05_sampler.ipynb #d2532651
 DENSE_TOP_MAX = 512   # top-level copulas with at most this many columns draw one Gaussian per entry
-COPULA_BLOCKS = 128  # column blocks of the top-level copula; each (sample, block) gets its own proposal rate
+COPULA_BLOCKS = 256  # column blocks of the top-level copula; each (sample, block) gets its own proposal rate
+COPULA_CHUNK = 256   # rows of the threshold matrix computed at a time (256 × 5,632 floats ≈ 5.8 MB)
 MAX_RATE_CLASS = 40  # rate classes 2^-j, j ≤ 40; rarer segments share the rate 2^-40
 
 @torch.no_grad()
@@ -244,7 +245,9 @@ def _set_copula_blocks(self:FeatureSampler):
     inv = 1 / self.sqrt_diag[order].clamp_min(1e-6)
     F_ = self.correlation_factor
     self.register_buffer('block_features', torch.cat([order, order.new_zeros(pad)]), persistent=False)
-    self.register_buffer('block_loadings', torch.cat([F_[order] * inv[:, None], F_.new_zeros(pad, F_.shape[1])]).T.contiguous(), persistent=False)
+    loadings = torch.cat([F_[order] * inv[:, None], F_.new_zeros(pad, F_.shape[1])])
+    self.register_buffer('block_loadings', loadings.T.contiguous(), persistent=False)        # (r, k·w) for the product
+    self.register_buffer('block_loadings_rows', loadings.contiguous(), persistent=False)     # (k·w, r) for gathers
     self.register_buffer('block_thresholds', torch.cat([self.thresholds[order] * inv, F_.new_full((pad,), float('inf'))]), persistent=False)
     self._blocks = (k, w)
 FeatureSampler._set_copula_blocks = _set_copula_blocks
@@ -255,8 +258,10 @@ def _upper_tail(t:Tensor)->Tensor: return 0.5 * torch.erfc(t * 0.5**0.5)  # Φ̄
 def copula_firing_thinned(self:FeatureSampler, eps:Tensor, generator=None)->tuple[Tensor,Tensor]:
     "Exact (rows, cols) of the top-level copula firings given the shared factors `eps` (B, r), by thinning"
     (k, w), B, dev = self._blocks, len(eps), eps.device
-    t = torch.addmm(self.block_thresholds, eps, self.block_loadings, alpha=-1)   # (B, k·w): fire iff η > t
-    bound = _upper_tail(t.view(B, k, w).amin(-1)).view(-1)                     # (B·k,) segment bounds
+    # t = τ' − ε Gᵀ (fire iff η > t) in row chunks that stay in cache; only each segment's minimum is kept
+    tmin = torch.cat([torch.addmm(self.block_thresholds, e, self.block_loadings, alpha=-1).view(len(e), k, w).amin(-1)
+                      for e in eps.split(COPULA_CHUNK)])
+    bound = _upper_tail(tmin).view(-1)                                          # (B·k,) segment bounds
     cls = torch.floor(-torch.log2(bound.clamp_min(2.**-MAX_RATE_CLASS))).clamp(0, MAX_RATE_CLASS).to(torch.uint8)
     order = torch.argsort(cls, stable=True)  # a radix sort for one-byte keys
     counts = torch.bincount(cls, minlength=MAX_RATE_CLASS + 1).tolist()
@@ -268,7 +273,9 @@ def copula_firing_thinned(self:FeatureSampler, eps:Tensor, generator=None)->tupl
         a += nj
     seg, off, rate = torch.cat(segs), torch.cat(offs), torch.cat(rates)
     rows, col = seg // k, (seg % k) * w + off
-    accept = torch.rand(len(seg), generator=generator, device=dev) * rate < _upper_tail(t.view(-1)[rows * (k * w) + col])
+    # t at the proposals only, recomputed from ε: r multiply-adds each
+    t = self.block_thresholds[col] - torch.einsum('nr,nr->n', eps.index_select(0, rows), self.block_loadings_rows.index_select(0, col))
+    accept = torch.rand(len(seg), generator=generator, device=dev) * rate < _upper_tail(t)
     i = accept.nonzero().squeeze(1)
     return rows[i], self.block_features[col[i]]
 
@@ -282,7 +289,7 @@ def _children(self:FeatureSampler, rows:Tensor, cols:Tensor, vals:Tensor, eps:Te
     child = self.child_idx[start[pair] + offset]
     if eps is None: fire = torch.rand(len(child), generator=generator, device=child.device) < self.firing_probabilities[child]
     else:
-        z = torch.einsum('nr,nr->n', eps[rows[pair]], self.correlation_factor[child])
+        z = torch.einsum('nr,nr->n', eps.index_select(0, rows[pair]), self.correlation_factor.index_select(0, child))
         fire = torch.addcmul(z, self.sqrt_diag[child], torch.randn(len(child), generator=generator, device=child.device)) > self.thresholds[child]
     i = fire.nonzero().squeeze(1); child, pair = child[i], pair[i]
     v = draw_magnitudes(child, self.mean_magnitudes, self.std_magnitudes, generator)
