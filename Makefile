@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test export-check clean-check nbtest pytest reproduce bench docs clean
+.PHONY: install test export-check clean-check nbtest pytest reproduce bench reference-venv docs clean
 
 $(STAMP): settings.ini setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -37,10 +37,23 @@ test: export-check clean-check nbtest pytest
 
 # the main job: build the presets and write their statistics tables and figures under reports/
 reproduce: install
+	mkdir -p reports
 	$(BIN)/synthsae worlds --out reports/worlds
 
+# data-engine benchmark at paper scale; set REFERENCE_PYTHON to a Python with sae-lens to measure the reference
+# beside ours (e.g. `make reference-venv bench REFERENCE_PYTHON=.ref-venv/bin/python`)
+REFERENCE_PYTHON ?=
+BENCH_THREADS ?= 0
 bench: install
-	$(BIN)/papermill nbs/90_benchmarks.ipynb reports/90_benchmarks.ipynb -k python3
+	mkdir -p reports
+	$(BIN)/papermill nbs/90_benchmarks.ipynb reports/90_benchmarks.ipynb -k python3 -p scale full \
+	  -p reference_python "$(REFERENCE_PYTHON)" -p threads $(BENCH_THREADS) -p out_json reports/benchmarks.json
+
+# the reference implementation (SAELens) in its own venv, for side-by-side benchmarks only
+reference-venv:
+	test -x .ref-venv/bin/python || python3 -m venv .ref-venv
+	.ref-venv/bin/python -m pip install -q torch==2.13.0
+	.ref-venv/bin/python -m pip install -q sae-lens
 
 # the documentation site in _docs/ (Quarto when installed, else self-contained pandoc pages) and README.md
 docs: install
