@@ -192,7 +192,7 @@ def execute_notebook(
     src, dst = Path(src), Path(dst)
     nb, kept = _neutralise(json.loads(src.read_text()), flags)
     run_in = dst.with_name(f'.{dst.stem}.in.ipynb')
-    run_in.write_text(json.dumps(nb)); err = None
+    run_in.write_text(json.dumps(nb)); dst.unlink(missing_ok=True); err = None
     try: pm.execute_notebook(str(run_in), str(dst), kernel_name=kernel, cwd=str(cwd or src.parent),
                              execution_timeout=timeout, progress_bar=False, log_output=False)
     except Exception as e: err = _error_message(e)
@@ -463,7 +463,8 @@ def build_docs(
     site = pages + ([DocPage(None, f'reports/{report.name}', 'Reproduction report', 'Reports')] if report else [])
     with tempfile.TemporaryDirectory(prefix='synthsae-docs-') as work, atomic_directory(out_dir) as tmp:
         tmp.chmod(0o755)  # mkdtemp's 0700 would hide the site from a web server
-        for p in _progress(pages, progress):
+        for p in (bar := _progress(pages, progress)):
+            if progress: bar.set_postfix_str(p.src.name)
             prepared[p.href], err = _prepare(p, Path(work)/'run', nbs_path, execute, timeout, flags)
             if err: failed[str(p.src)] = err
         if report: copy_report(report, (Path(work)/'proj' if engine == 'quarto' else tmp)/'reports')
