@@ -182,6 +182,17 @@ def test_latent_table_counts_and_errors():
     assert 'precision 1.000' in latent_card(W_dec, W, 0, c.per_latent()).axes[0].get_title()
 
 
+def test_latent_card_files(tmp_path):
+    W, W_dec, perm = oracle(n_feat=4, d=4)
+    c = ClassificationCounts(perm)
+    c.update(torch.tensor([[1., 0, 0, 0]]), torch.eye(4)[perm[:1]])
+    fig = latent_card(W_dec, W, 0, c.per_latent(), k=3, out_dir=tmp_path)
+    csv = assert_written(tmp_path, 'latent_0')
+    assert list(csv.columns) == ['rank', 'feature', 'cos', 'abs_cos', 'latent', 'fires', 'precision', 'recall', 'f1']
+    assert csv.feature[0] == perm[0] and csv.cos[0] == pytest.approx(1, abs=1e-6) and csv.precision[0] == 1.
+    np.testing.assert_allclose([p.get_height() for p in fig.axes[0].patches], csv.cos)
+
+
 def test_latent_browser_widget_carries_static_fallback():
     pytest.importorskip('ipywidgets')
     W, W_dec, perm = oracle()
