@@ -5,6 +5,7 @@
 # %% ../nbs/05_sampler.ipynb #694c4fe8
 from __future__ import annotations
 import math
+from contextlib import contextmanager
 from typing import NamedTuple
 import torch, torch.nn.functional as F
 from torch import Tensor, nn
@@ -13,10 +14,24 @@ from .correlation import firing_thresholds
 from .hierarchy import FlatHierarchy, HierarchyModifier
 
 # %% auto #0
-__all__ = ['DENSE_TOP_MAX', 'COPULA_BLOCKS', 'COPULA_CHUNK', 'MAX_RATE_CLASS', 'SparseFeatures', 'sparse_from_pairs',
-           'bernoulli_positions', 'FiringTiers', 'firing_tiers', 'independent_firing', 'draw_magnitudes',
-           'segment_winners', 'FeatureSampler', 'set_firing_probabilities', 'dense_firing', 'dense_features',
-           'copula_firing_thinned', 'sparse_features', 'demo_sampler', 'hierarchy_violations']
+__all__ = ['SAMPLER_THREADS', 'DENSE_TOP_MAX', 'COPULA_BLOCKS', 'COPULA_CHUNK', 'MAX_RATE_CLASS', 'sampling_threads',
+           'SparseFeatures', 'sparse_from_pairs', 'bernoulli_positions', 'FiringTiers', 'firing_tiers',
+           'independent_firing', 'draw_magnitudes', 'segment_winners', 'FeatureSampler', 'set_firing_probabilities',
+           'dense_firing', 'dense_features', 'copula_firing_thinned', 'sparse_features', 'demo_sampler',
+           'hierarchy_violations']
+
+# %% ../nbs/05_sampler.ipynb #4ddaec36
+SAMPLER_THREADS:int|None = 1  # intra-op threads while sampling on the CPU; None keeps torch's setting
+
+@contextmanager
+def sampling_threads(device:str|torch.device='cpu'):
+    "Run the block with `SAMPLER_THREADS` intra-op threads when `device` is a CPU"
+    n, old = SAMPLER_THREADS, torch.get_num_threads()
+    if n is None or torch.device(device).type != 'cpu' or n == old:
+        yield; return
+    torch.set_num_threads(n)
+    try: yield
+    finally: torch.set_num_threads(old)
 
 # %% ../nbs/05_sampler.ipynb #49479e58
 class SparseFeatures(NamedTuple):
@@ -44,9 +59,10 @@ class SparseFeatures(NamedTuple):
 
     def hidden(self, feature_vectors:Tensor, bias:Tensor|None=None)->Tensor:
         "`x = f W + b` from the active pairs only: (B, D)"
-        offsets = torch.cumsum(self.l0(), 0) - self.l0()
-        x = F.embedding_bag(self.cols, feature_vectors, offsets, mode='sum', per_sample_weights=self.vals.to(feature_vectors.dtype))
-        return x if bias is None else x + bias
+        with sampling_threads(feature_vectors.device):
+            offsets = torch.cumsum(self.l0(), 0) - self.l0()
+            x = F.embedding_bag(self.cols, feature_vectors, offsets, mode='sum', per_sample_weights=self.vals.to(feature_vectors.dtype))
+            return x if bias is None else x + bias
 
 # %% ../nbs/05_sampler.ipynb #1e72cc47
 def sparse_from_pairs(rows:Tensor, cols:Tensor, vals:Tensor, batch_size:int, num_features:int)->SparseFeatures:
@@ -315,6 +331,10 @@ FeatureSampler._exclusion = _exclusion
 @torch.no_grad()
 def sparse_features(self:FeatureSampler, batch_size:int, generator=None)->SparseFeatures:
     "Feature activations of a batch drawn top-down, with work proportional to the active features"
+    with sampling_threads(self.mean_magnitudes.device): return self._sparse_features(batch_size, generator)
+
+@torch.no_grad()
+def _sparse_features(self:FeatureSampler, batch_size:int, generator=None)->SparseFeatures:
     if self.correlation_cholesky is not None:  # a dense correlation matrix couples every pair: no top-down form
         d = self.dense_features(batch_size, generator); r, c = torch.nonzero(d, as_tuple=True)
         return sparse_from_pairs(r, c, d[r, c], batch_size, self.num_features)
@@ -331,7 +351,7 @@ def sparse_features(self:FeatureSampler, batch_size:int, generator=None)->Sparse
         out.append((rows, cols, vals)); front = self.has_children[cols]
     rows, cols, vals = (torch.cat(t) for t in zip(*out))
     return sparse_from_pairs(rows, cols, vals, batch_size, self.num_features)
-FeatureSampler.sparse_features = sparse_features
+FeatureSampler.sparse_features, FeatureSampler._sparse_features = sparse_features, _sparse_features
 
 # %% ../nbs/05_sampler.ipynb #6bff8d77
 def demo_sampler(num_features:int=200, rank:int=4, correlation_scale:float=0.2, seed:int=0)->FeatureSampler:
