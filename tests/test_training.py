@@ -176,9 +176,11 @@ def test_run_writes_folder_and_resumes(tmp_path):
     assert same_weights(res['sae'], again['sae'])
 
 def test_train_many_groups_share_a_stream(tmp_path):
-    t = TrainConfig(training_samples=20 * 64, batch_size=64, lr=1e-3)
+    t = TrainConfig(training_samples=20 * 64, batch_size=64, lr=1e-3, eval_every=10)
     cfgs = [RunConfig(sae=dict(architecture='topk', d_sae=64, k=k, seed=0), train=t, eval=EvalConfig(num_samples=1024)) for k in (3, 6)]
     cfgs.append(RunConfig(sae=dict(architecture='topk', d_sae=64, k=3, seed=0), train=replace(t, seed=1), eval=EvalConfig(num_samples=1024)))
     res = train_many(cfgs, device='cpu', progress=False)
     assert [r['eval']['default'].sae_l0 <= k + 1e-6 for r, k in zip(res, (3, 6, 3))] == [True] * 3
     assert not same_weights(res[0]['sae'], res[2]['sae'])   # another data seed, another stream
+    evals = [r for r in res[1]['log'] if 'eval' in r]       # periodic evaluations at steps 9 and 19, logged per SAE
+    assert [r['step'] for r in evals] == [9, 19] and 0 < evals[-1]['eval']['mcc'] <= 1
