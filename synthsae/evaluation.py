@@ -191,8 +191,26 @@ class ClassificationCounts:
                z:Tensor,      # (bs, L) latent activations; positive means z > 0
                acts:Tensor):  # (bs, N) feature activations, dense or sparse COO
         "Add one batch"
+        if acts.is_sparse: return self._update_pairs(z, acts)
         pos, lab = z > 0, fired(acts)[:, self.match]  # (bs, L) each
         self.tp += (pos & lab).sum(0); self.pos += pos.sum(0); self.lab += lab.sum(0); self.n += len(z)
+        return self
+
+    def _update_pairs(self, z:Tensor, acts:Tensor):
+        "The same counts from the active (sample, latent) and (sample, feature) pairs, without (bs, L) masks"
+        L, n_feat = len(self.match), acts.shape[1]
+        b, j = torch.nonzero(z > 0, as_tuple=True)
+        a = acts.coalesce()
+        keep = a.values() > 0
+        r, c = a.indices()[0][keep], a.indices()[1][keep]
+        keys = r * n_feat + c                                     # sorted: coalesced indices are lexicographic
+        self.pos += torch.bincount(j, minlength=L)
+        self.lab += torch.bincount(c, minlength=n_feat)[self.match]
+        if len(keys) and len(j):
+            q = b * n_feat + self.match[j]                        # does latent j's feature fire in sample b?
+            hit = keys[torch.searchsorted(keys, q).clamp(max=len(keys) - 1)] == q
+            self.tp += torch.bincount(j[hit], minlength=L)
+        self.n += len(z)
         return self
 
 # %% ../nbs/30_evaluation.ipynb #45cebf8b

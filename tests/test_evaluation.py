@@ -292,3 +292,18 @@ def test_cuda_matches_cpu():
     g = torch.Generator().manual_seed(0)
     A, B = torch.randn(300, 32, generator=g), torch.randn(900, 32, generator=g)
     assert mean_correlation_coefficient(A.cuda(), B.cuda()) == pytest.approx(dense_mcc(A, B), abs=1e-6)
+
+def test_classification_counts_sparse_pairs_equal_dense_masks():
+    "The pair-based update (sparse feature activations) gives exactly the dense-mask counts"
+    from synthsae.evaluation import ClassificationCounts
+    g = torch.Generator().manual_seed(0)
+    L, N, bs = 37, 53, 200
+    match = torch.randint(0, N, (L,), generator=g)
+    dense, pairs = ClassificationCounts(match), ClassificationCounts(match)
+    for _ in range(3):
+        z = torch.relu(torch.randn(bs, L, generator=g) - 1.)
+        acts = torch.relu(torch.randn(bs, N, generator=g) - 1.2)
+        dense.update(z, acts); pairs.update(z, acts.to_sparse())
+    for f in ('tp', 'pos', 'lab', 'n'): assert torch.equal(torch.as_tensor(getattr(dense, f)), torch.as_tensor(getattr(pairs, f))), f
+    empty = ClassificationCounts(match).update(torch.zeros(4, L), torch.zeros(4, N).to_sparse())
+    assert int(empty.tp.sum()) == 0 and int(empty.lab.sum()) == 0 and empty.n == 4
