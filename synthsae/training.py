@@ -290,7 +290,7 @@ class _Logger:
 def train_sae(
     sae_or_saes:SAE|list[SAE],     # one SAE, or a list trained on the same batches
     model,                         # SyntheticModel: the data stream
-    training_samples:int,          # samples per rank; steps = ⌈training_samples / (batch_size·world)⌉
+    training_samples:int,          # total samples over all ranks; steps = ⌈training_samples / (batch_size·world)⌉
     batch_size:int=1024,           # samples per step and rank
     lr:float=3e-4,                 # Adam learning rate (β = 0.9, 0.999, eps 1e-8)
     device:str|torch.device='cpu', # where the SAEs train (the model samples on its own device)
@@ -398,7 +398,7 @@ def _log_eval(eval_fn:Callable, members:list, t:int, samples:int, logger:_Logger
 @dataclass(frozen=True)
 class TrainConfig:
     "Training settings of a run (the arguments of `train_sae`; paper values in SPEC §2.11)"
-    training_samples:int=1_000_000         # samples per rank (paper: 200M)
+    training_samples:int=1_000_000         # total samples over all ranks (paper: 200M)
     batch_size:int=1024                    # samples per step and rank
     lr:float=3e-4                          # Adam learning rate
     seed:int=0                             # data-stream seed (the replication protocol: one per SAE seed)
