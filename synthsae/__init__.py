@@ -20,4 +20,6 @@ from .hierarchy import HierarchyConfig, HierarchyNode, generate_hierarchy, hiera
 from .sampler import SparseFeatures
 from .model import SyntheticModelConfig, ActivationGenerator, SyntheticModel, preset, PRESETS
 from .saes import make_sae, ARCHS
-from .evaluation import evaluate, mean_correlation_coefficient, feature_uniqueness, classification_metrics
+from .evaluation import (evaluate, evaluate_modes, mean_correlation_coefficient, feature_uniqueness,
+                                 classification_metrics)
+from .training import train_sae, train_many, TrainConfig, EvalConfig, RunConfig, run
