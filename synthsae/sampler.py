@@ -20,7 +20,7 @@ __all__ = ['SAMPLER_THREADS', 'DENSE_TOP_MAX', 'COPULA_BLOCKS', 'COPULA_CHUNK', 
            'dense_firing', 'dense_features', 'copula_firing_thinned', 'sparse_features', 'demo_sampler',
            'hierarchy_violations']
 
-# %% ../nbs/05_sampler.ipynb #4ddaec36
+# %% ../nbs/05_sampler.ipynb #dcccf8c1
 SAMPLER_THREADS:int|None = 1  # intra-op threads while sampling on the CPU; None keeps torch's setting
 
 @contextmanager
