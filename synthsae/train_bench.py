@@ -14,7 +14,7 @@ from .training import train_sae, sae_step, _Member
 
 # %% auto #0
 __all__ = ['SCALES', 'REFERENCE_SCRIPT', 'bench_data', 'bench_step', 'bench_train', 'bench_reference', 'world_dir',
-           'run_benchmark']
+           'run_benchmark', 'summary']
 
 # %% ../nbs/91_train_benchmark.ipynb #1b45ff5c
 SCALES = {'tiny': dict(preset='tiny', d_sae=64, k=5., batch_size=256, n_steps=20),
@@ -44,12 +44,12 @@ def bench_step(model, d_sae:int, k:float, batch_size:int, n_steps:int, device)->
     m.sums['loss'].item(); _sync(dev); s = time.perf_counter() - t
     return dict(samples_per_s=n_steps * batch_size / s, seconds=s, steps=n_steps)
 
-def bench_train(model, d_sae:int, k:float, batch_size:int, n_steps:int, device)->dict:
+def bench_train(model, d_sae:int, k:float, batch_size:int, n_steps:int, device, prefetch:bool=False)->dict:
     "Samples/s of `train_sae` end to end (data + step), after a 2-step warm-up run"
     mk = lambda: make_sae('batchtopk', model.hidden_dim, d_sae, k=k, seed=0)
     train_sae(mk(), model, 2 * batch_size, batch_size=batch_size, device=device, progress=False)
     _sync(torch.device(device)); t = time.perf_counter()
-    train_sae(mk(), model, n_steps * batch_size, batch_size=batch_size, device=device, progress=False, log_every=n_steps)
+    train_sae(mk(), model, n_steps * batch_size, batch_size=batch_size, device=device, progress=False, log_every=n_steps, prefetch=prefetch)
     _sync(torch.device(device)); s = time.perf_counter() - t
     return dict(samples_per_s=n_steps * batch_size / s, seconds=s, steps=n_steps)
 
@@ -131,8 +131,20 @@ def run_benchmark(
         res['data'] = bench_data(model, bs, n)
         res['step'] = bench_step(model, c['d_sae'], c['k'], bs, n, device)
         res['train'] = bench_train(model, c['d_sae'], c['k'], bs, n, device)
+        res['train_prefetch'] = bench_train(model, c['d_sae'], c['k'], bs, n, device, prefetch=True)
     finally: torch.set_num_threads(old)
     res['reference'] = bench_reference(reference_python, world_dir(c['preset']), c['d_sae'], c['k'], bs, n, device, threads)
-    for key in ('train', 'step'):
-        if key in res['reference']: res[f'ratio_{key}'] = res[key]['samples_per_s'] / res['reference'][key]['samples_per_s']
+    for key, ref in (('train', 'train'), ('train_prefetch', 'train'), ('step', 'step')):
+        if ref in res['reference']: res[f'ratio_{key}'] = res[key]['samples_per_s'] / res['reference'][ref]['samples_per_s']
     return res
+
+# %% ../nbs/91_train_benchmark.ipynb #ed24b8a2
+def summary(res:dict)->dict:
+    "Samples/s (rounded) of every measurement, the reference's and the ratios, with the settings"
+    ref = res['reference']
+    out = {k: res[k] for k in ('scale', 'device', 'preset', 'd_sae', 'k', 'batch_size', 'n_steps', 'threads')}
+    out.update({f'{k}_samples_per_s': round(res[k]['samples_per_s']) for k in ('data', 'step', 'train', 'train_prefetch')})
+    out.update({f'reference_{k}_samples_per_s': round(ref[k]['samples_per_s']) for k in ('step', 'train') if k in ref})
+    out.update({k: round(v, 2) for k, v in res.items() if k.startswith('ratio_')})
+    out.update({k: v for k, v in ref.items() if k in ('skipped', 'error')})
+    return out

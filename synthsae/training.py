@@ -5,6 +5,7 @@
 # %% ../nbs/20_training.ipynb #41131f89
 from __future__ import annotations
 import copy, json, math, os, shutil, tempfile, warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields, asdict, replace
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -315,6 +316,7 @@ def train_sae(
     norm_batches:int|None=None,    # batches for the input scale; None: min(1000, steps)
     keep_checkpoints:int|None=None,# keep only the newest checkpoints; None: all
     autotuner:dict|None=None,      # L0AutotunerConfig overrides, e.g. a larger integral_gain for short runs
+    prefetch:bool=False,           # draw batch t+1 in a background thread during step t (same batches, same result)
 )->SAE|list[SAE]:
     "Train SAEs on fresh batches of `model`'s replayable stream; returns them with the input scale folded, in eval mode"
     saes = list(sae_or_saes) if isinstance(sae_or_saes, (list, tuple)) else [sae_or_saes]
@@ -345,7 +347,7 @@ def train_sae(
             lr=lr, batch_size=batch_size, seed=seed, stream=stream, rank=rank, world=world, dev=dev, amp=amp,
             grad_clip=grad_clip, window=dead_feature_window, warmup=lr_warmup_steps, decay=lr_decay_steps,
             schedule=lr_schedule, log_every=log_every, eval_every=eval_every, eval_fn=eval_fn,
-            ckpt_dir=ckpt_dir, ckpt_every=checkpoint_every, keep=keep_checkpoints, sig=sig, last=last), logger)
+            ckpt_dir=ckpt_dir, ckpt_every=checkpoint_every, keep=keep_checkpoints, sig=sig, last=last, prefetch=prefetch), logger)
     finally: logger.close()
     out = []
     for m, s in zip(members, saes):
@@ -358,8 +360,7 @@ def train_sae(
 def _loop(members:list, model, steps:range, n_steps:int, c:dict, logger:_Logger):
     "Steps `steps` of every member, with logging, evaluation and checkpoints at their intervals"
     since_log, last = 0, c['last']
-    for t in steps:
-        x = _batch(model, c['batch_size'], t, c['rank'], c['world'], c['stream'], c['seed'], c['dev'])
+    for t, x in _batches(model, steps, c):
         lr = c['lr'] * lr_factor(t, n_steps, c['warmup'], c['decay'], c['schedule'])
         for m in members: sae_step(m, x, t, lr, c['grad_clip'], c['amp'], c['window'], c['world'])
         since_log += 1; logger.update()
@@ -378,6 +379,19 @@ def _loop(members:list, model, steps:range, n_steps:int, c:dict, logger:_Logger)
             _check_finite(members, t, last)
             if c['rank'] == 0: last = _save_checkpoint(c['ckpt_dir'], members, done, samples, c['sig'], c['keep'])
             if c['world'] > 1: dist.barrier()
+
+def _batches(model, steps:range, c:dict):
+    "(t, batch t) for t in `steps`; with `prefetch`, batch t+1 is drawn in a thread while the caller trains on batch t"
+    get = lambda t: _batch(model, c['batch_size'], t, c['rank'], c['world'], c['stream'], c['seed'], c['dev'])
+    if not c['prefetch']:
+        for t in steps: yield t, get(t)
+        return
+    with ThreadPoolExecutor(1) as ex:
+        fut = ex.submit(get, steps.start) if len(steps) else None
+        for t in steps:
+            x = fut.result()
+            fut = ex.submit(get, t + 1) if t + 1 < steps.stop else None
+            yield t, x
 
 def _reduce_record(r:dict, world:int, device):
     "Average a log record's numbers over ranks (every rank logs the same steps)"
@@ -418,6 +432,7 @@ class TrainConfig:
     eval_every:int|None=None               # steps between periodic evaluations (logged); None: only at the end
     wandb_project:str|None=None            # W&B project (off by default)
     autotuner:dict|None=None               # L0AutotunerConfig overrides (e.g. integral_gain for short runs)
+    prefetch:bool=False                    # draw the next batch in a background thread (same results)
     def __post_init__(self):
         check_range('training_samples', self.training_samples, 1); check_range('batch_size', self.batch_size, 1)
         check_range('lr', self.lr, 0, lo_open=True); check_choice('lr_schedule', self.lr_schedule, LR_SCHEDULES)

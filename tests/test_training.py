@@ -52,12 +52,14 @@ def test_list_equals_each_alone(tiny):
     for s, t in zip(together, mk()):
         assert same_weights(s, train_sae(t, tiny, 12 * 64, **kw)), s.architecture
 
-def test_dead_mask_skipping_is_exact(tiny):
-    # the mask is dropped only while no latent can be dead: results do not depend on when the horizon is refreshed
+def test_dead_mask_skipping_and_prefetch_are_exact(tiny):
+    # the mask is dropped only while no latent can be dead: results do not depend on when the horizon is refreshed;
+    # prefetching draws the same batches in a thread
     kw = dict(batch_size=64, lr=3e-3, progress=False, dead_feature_window=4)
     a = train_sae(make_sae('topk', tiny.hidden_dim, 64, k=2, seed=0), tiny, 30 * 64, log_every=1, **kw)
     b = train_sae(make_sae('topk', tiny.hidden_dim, 64, k=2, seed=0), tiny, 30 * 64, log_every=13, **kw)
-    assert same_weights(a, b)
+    c = train_sae(make_sae('topk', tiny.hidden_dim, 64, k=2, seed=0), tiny, 30 * 64, log_every=13, prefetch=True, **kw)
+    assert same_weights(a, b) and same_weights(a, c)
 
 RESUME_SCRIPT = """
 import sys, torch
