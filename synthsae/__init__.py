@@ -7,7 +7,7 @@ __version__ = "0.1.0"
 __all__ = []
 
 # %% ../nbs/97_api.ipynb #8cc60410
-from .core import resolve_seed, make_generator, stream_generator
+from .core import resolve_seed, make_generator, stream_generator, cos_sim
 from .geometry import (FeatureDictionary, OrthogonalizationConfig, orthogonal_initializer, orthogonalize,
                        superposition_stats, SuperpositionStats)
 from .firing import (ZipfianFiringProbabilityConfig, LinearFiringProbabilityConfig, RandomFiringProbabilityConfig,
