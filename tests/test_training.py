@@ -1,6 +1,6 @@
 """Training: every architecture reaches its L0 on the tiny world, exact resume after SIGKILL, many SAEs on one
 stream, data parallel over 2 gloo processes, RunConfig round trips and error messages."""
-import json, os, signal, subprocess, sys, time
+import json, math, os, signal, subprocess, sys, time
 from dataclasses import replace
 from pathlib import Path
 import pytest, torch
@@ -186,3 +186,17 @@ def test_train_many_groups_share_a_stream(tmp_path):
     assert not same_weights(res[0]['sae'], res[2]['sae'])   # another data seed, another stream
     evals = [r for r in res[1]['log'] if 'eval' in r]       # periodic evaluations at steps 9 and 19, logged per SAE
     assert [r['step'] for r in evals] == [9, 19] and 0 < evals[-1]['eval']['mcc'] <= 1
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+def test_cuda_bf16_training(tiny, tmp_path):
+    # bf16 autocast by default on CUDA; the batch L0 of BatchTopK stays exactly k; checkpoints reload on the GPU
+    saes = train_sae([make_sae('batchtopk', tiny.hidden_dim, 64, k=5., seed=0), ARCHS['jumprelu'](tiny_cfg('jumprelu', tiny.hidden_dim))],
+                     tiny, 100 * 256, batch_size=256, lr=3e-3, device='cuda', progress=False, log_every=50,
+                     log_path=tmp_path/'log.jsonl', checkpoint_dir=tmp_path/'ck', checkpoint_every=50, norm_batches=2)
+    log = read_log(tmp_path/'log.jsonl')
+    assert all(s.W_dec.device.type == 'cuda' for s in saes)
+    assert log[-1]['l0'] == pytest.approx(5., abs=1e-4) and all(math.isfinite(r['loss']) for r in log)
+    again = train_sae([make_sae('batchtopk', tiny.hidden_dim, 64, k=5., seed=0), ARCHS['jumprelu'](tiny_cfg('jumprelu', tiny.hidden_dim))],
+                      tiny, 100 * 256, batch_size=256, lr=3e-3, device='cuda', progress=False, log_every=50, resume=True,
+                      checkpoint_dir=tmp_path/'ck', checkpoint_every=50, norm_batches=2)
+    assert all(same_weights(a, b) for a, b in zip(saes, again))
