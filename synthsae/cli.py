@@ -86,10 +86,11 @@ def reproduce(
     l0s:Param("comma-separated target L0s (default: the scale's)", str)=None,
     architectures:Param("comma-separated architectures (default: the paper's five)", str)=None,
     training_samples:Param("training samples per SAE (default: the scale's)", int)=None,
+    nbs_dir:Param("folder of the reproduction notebooks (default: the checkout's nbs/)", str)=None,
 )->dict:
     "Run the paper's reproduction notebooks with papermill; write figures, tables, summary.json and report.html"
     from synthsae.reproduce import reproduce_command
-    return reproduce_command(scale, device, out, only, force, seeds, l0s, architectures, training_samples)
+    return reproduce_command(scale, device, out, only, force, seeds, l0s, architectures, training_samples, nbs_dir)
 
 # %% ../nbs/60_cli.ipynb #a01edcb1
 def _eval_summary(evals:dict)->dict:
