@@ -115,8 +115,9 @@ class SAE(nn.Module):
     def _mode(self, mode:str|None)->str: return check_choice('mode', self.eval_modes[0] if mode is None else mode, self.eval_modes)
     def hidden_pre(self, x:Tensor)->Tensor:
         "Encoder pre-activations h = (x − b_dec) W_enc + b_enc: (bs, n_lat)"
-        if self.cfg.apply_b_dec_to_input: x = x - self.b_dec
-        return x @ self.W_enc + self.b_enc
+        # written x W_enc + (b_enc − b_dec W_enc): b_dec's gradient is then a (1×L)(L×D) product, not a (B×L)(L×D) one
+        b = self.b_enc - self.b_dec @ self.W_enc if self.cfg.apply_b_dec_to_input else self.b_enc
+        return x @ self.W_enc + b
     def W_dec_norm(self)->Tensor:
         "Decoder row norms, clamped at 1e-8: (n_lat,)"
         return self.W_dec.norm(dim=-1).clamp_min(1e-8)
