@@ -251,8 +251,18 @@ class BatchTopKSAE(TopKSAE):
         "Flat sorted indices, values and per-sample offsets of the batch top ⌊k·B⌋ of ReLU(h′)"
         bs, n_lat = pre_r.shape
         acts = F.relu(pre_r).flatten()
-        flat = acts.topk(min(int(self.cfg.k * bs), acts.numel()), sorted=False).indices.sort().values
+        K = min(int(self.cfg.k * bs), acts.numel())
+        flat = self._prefiltered_topk(acts, K) if acts.device.type == 'cpu' else None
+        if flat is None: flat = acts.topk(K, sorted=False).indices
+        flat = flat.sort().values
         return flat, acts[flat], runs_to_offsets(flat // n_lat, bs)
+    @torch.no_grad()
+    def _prefiltered_topk(self, acts:Tensor, K:int)->Tensor|None:
+        "Top-K indices among the values above θ/2 when at least K pass (then it is the exact top K), else None"
+        cut = 0.5 * float(self.topk_threshold)  # a host read: free on the CPU, so only used there
+        if cut <= 0: return None
+        cand = (acts > cut).nonzero().squeeze(1)
+        return cand[acts[cand].topk(K, sorted=False).indices] if len(cand) >= K else None
     def encode(self, x:Tensor, mode:str|None=None)->Tensor:
         "Latents in `mode` 'batch' (batch top-k) or 'threshold' (h′·1[h′ > θ])"
         mode, pre_r = self._mode(mode), self.rescaled_pre(x)
