@@ -259,14 +259,16 @@ def test_cuda_matches_cpu_init_and_forward():
         torch.testing.assert_close(gpu(x.cuda()).x_hat.cpu(), cpu(x).x_hat, atol=1e-4, rtol=1e-4)
 
 def test_batchtopk_prefilter_selects_the_exact_batch_top_k():
-    "With θ set, the CPU pre-filter (values > θ/2) keeps exactly the plain top ⌊k·B⌋, and falls back when too few pass"
+    "The CPU pre-filter (a cut estimated on a strided subsample) keeps exactly the plain top ⌊k·B⌋"
     from synthsae.saes import make_sae
-    sae = make_sae('batchtopk', 16, 64, k=4)
-    pre = torch.randn(32, 64, generator=torch.Generator().manual_seed(0))
-    acts = torch.relu(pre).flatten()
-    plain = acts.topk(4 * 32).indices.sort().values
-    for theta in (0.0, 0.5, 1.0, 50.0):  # 50: fewer than K pass the cut, so the plain top-k is used
-        sae.topk_threshold.fill_(theta)
+    sae = make_sae('batchtopk', 16, 512, k=4)
+    g = torch.Generator().manual_seed(0)
+    for shift in (0., 1., 3.):  # 3: mostly zeros after the ReLU
+        pre = torch.randn(64, 512, generator=g) - shift
+        acts = torch.relu(pre).flatten()
+        K = 4 * 64
+        fast = sae._prefiltered_topk(acts, K, stride=4)
+        plain = acts.topk(K).indices.sort().values
         flat, vals, _ = sae.select_batch(pre)
-        assert torch.equal(flat, plain), theta
-        assert torch.equal(vals, acts[plain])
+        assert torch.equal(flat, plain) and torch.equal(vals, acts[plain]), shift
+        if fast is not None: assert torch.equal(fast.sort().values, plain), shift
