@@ -35,10 +35,10 @@ pytest: install
 
 test: export-check clean-check nbtest pytest
 
-# the main job: build the presets and write their statistics tables and figures under reports/
+# the main job: the paper's tables and figures at the cpu scale (papermill notebooks 71–73), summary.json and
+# report.html under reports/; it resumes, so a second run only redoes what is missing
 reproduce: install
-	mkdir -p reports
-	$(BIN)/synthsae worlds --out reports/worlds
+	$(BIN)/synthsae reproduce --scale cpu --device cpu --out reports
 
 # data-engine benchmark at paper scale; set REFERENCE_PYTHON to a Python with sae-lens to measure the reference
 # beside ours (e.g. `make reference-venv bench REFERENCE_PYTHON=.ref-venv/bin/python`)
