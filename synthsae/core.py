@@ -130,6 +130,9 @@ def atomic_directory(path:str|Path):
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
+def _umask()->int:
+    old = os.umask(0); os.umask(old); return old
+
 @contextmanager
 def atomic_file(path:str|Path, mode:str='w'):
     "Open a temporary file beside `path` for writing; it replaces `path` only if the block succeeds"
@@ -137,6 +140,7 @@ def atomic_file(path:str|Path, mode:str='w'):
     fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
     try:
         with os.fdopen(fd, mode) as f: yield f
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the result the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp): os.remove(tmp)

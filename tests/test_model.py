@@ -113,3 +113,9 @@ print(m.sample(8).shape)
     assert torch.equal(theirs.feature_vectors, tiny.feature_vectors)
     assert torch.allclose(theirs.firing_probabilities, tiny.firing_probabilities)
     assert torch.equal(theirs.sample(64, make_generator(0)), tiny.sample(64, make_generator(0)))  # same hierarchy, μ, σ
+
+def test_atomic_files_get_the_usual_permissions(tmp_path):
+    "Atomic writes (mkstemp underneath) end with the permissions a plain open() would give, not 0600"
+    from synthsae.core import write_json
+    write_json(tmp_path/'a.json', {'x': 1}); (tmp_path/'b.txt').write_text('x')
+    assert (tmp_path/'a.json').stat().st_mode & 0o777 == (tmp_path/'b.txt').stat().st_mode & 0o777
