@@ -21,7 +21,7 @@ __all__ = ['SAMPLER_THREADS', 'DENSE_TOP_MAX', 'COPULA_BLOCKS', 'COPULA_CHUNK', 
            'hierarchy_violations']
 
 # %% ../nbs/05_sampler.ipynb #dcccf8c1
-SAMPLER_THREADS:int|None = 1  # intra-op threads while sampling on the CPU; None keeps torch's setting
+SAMPLER_THREADS:int|None = None  # intra-op threads while sampling on the CPU; None keeps torch's setting
 
 @contextmanager
 def sampling_threads(device:str|torch.device='cpu'):
