@@ -4,7 +4,8 @@
 
 # %% ../nbs/05_sampler.ipynb #694c4fe8
 from __future__ import annotations
-import math
+import itertools, math, os, threading
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import NamedTuple
 import torch, torch.nn.functional as F
@@ -14,10 +15,11 @@ from .correlation import firing_thresholds
 from .hierarchy import FlatHierarchy, HierarchyModifier
 
 # %% auto #0
-__all__ = ['SAMPLER_THREADS', 'DENSE_TOP_MAX', 'COPULA_BLOCKS', 'COPULA_CHUNK', 'MAX_RATE_CLASS', 'sampling_threads',
-           'SparseFeatures', 'sparse_from_pairs', 'bernoulli_positions', 'FiringTiers', 'firing_tiers',
-           'independent_firing', 'draw_magnitudes', 'segment_winners', 'FeatureSampler', 'set_firing_probabilities',
-           'dense_firing', 'dense_features', 'copula_firing_thinned', 'sparse_features', 'demo_sampler',
+__all__ = ['SAMPLER_THREADS', 'DENSE_TOP_MAX', 'COPULA_DIRECT_P', 'COPULA_BLOCK_WIDTH', 'COPULA_ROWS', 'NEVER',
+           'GEOMETRIC_ROUNDS', 'SAMPLER_PART_ROWS', 'sampling_threads', 'SparseFeatures', 'sparse_from_pairs',
+           'bernoulli_positions', 'FiringTiers', 'firing_tiers', 'independent_firing', 'draw_magnitudes',
+           'segment_winners', 'FeatureSampler', 'set_firing_probabilities', 'dense_firing', 'dense_features',
+           'segment_proposals', 'copula_firing_thinned', 'cat_sparse', 'sparse_features', 'demo_sampler',
            'hierarchy_violations']
 
 # %% ../nbs/05_sampler.ipynb #dcccf8c1
@@ -185,7 +187,7 @@ FeatureSampler._set_structure = _set_structure
 # %% ../nbs/05_sampler.ipynb #100897cc
 @torch.no_grad()
 def set_firing_probabilities(self:FeatureSampler, p:Tensor):
-    "Set the final firing probabilities; copula thresholds and skipping tiers are recomputed from them"
+    "Set the final firing probabilities; thresholds, skipping tiers, copula blocks and child tables follow them"
     p = p.float().to(self.mean_magnitudes.device)
     if p.shape != (self.num_features,): raise ValueError(f"firing_probabilities must have shape ({self.num_features},), got {tuple(p.shape)}")
     if (p < 0).any() or (p > 1).any(): raise ValueError("firing_probabilities must lie in [0, 1]")
@@ -195,6 +197,7 @@ def set_firing_probabilities(self:FeatureSampler, p:Tensor):
     self.register_buffer('tier_features', tiers.features)
     self._tier_bounds, self._tier_rates = tiers.bounds, tiers.rates
     self._set_copula_blocks()
+    self._set_child_table()
 FeatureSampler.set_firing_probabilities = set_firing_probabilities
 
 # %% ../nbs/05_sampler.ipynb #54e2450c
@@ -244,56 +247,95 @@ def _top_level(self:FeatureSampler, batch_size:int, eps:Tensor|None, generator)-
 FeatureSampler._top_level = _top_level
 
 # %% ../nbs/05_sampler.ipynb #d2532651
-DENSE_TOP_MAX = 512   # top-level copulas with at most this many columns draw one Gaussian per entry
-COPULA_BLOCKS = 256  # column blocks of the top-level copula; each (sample, block) gets its own proposal rate
-COPULA_CHUNK = 256   # rows of the threshold matrix computed at a time (256 × 5,632 floats ≈ 5.8 MB)
-MAX_RATE_CLASS = 40  # rate classes 2^-j, j ≤ 40; rarer segments share the rate 2^-40
+DENSE_TOP_MAX = 512       # top-level copulas with at most this many columns draw one Gaussian per entry
+COPULA_DIRECT_P = 0.01    # top-level columns this likely to fire draw one Gaussian per entry; rarer ones are thinned
+COPULA_BLOCK_WIDTH = 32   # columns per block of the thinned part; each (sample, block) gets its own proposal rate
+COPULA_ROWS = 512         # rows of t computed at once (512 × 5,504 floats ≈ 11 MB)
+NEVER = 1e4               # threshold of the padding columns: Φ̄(10⁴) = 0
+
+def _scaled_columns(self:FeatureSampler, cols:Tensor, pad:int=0)->Tensor:
+    "`(r+1, len(cols)+pad)`: rows −F_i/√δ_i then τ_i/√δ_i, so that `[ε, 1] @ it` is `t = (τ − ε·F)/√δ` (padding: t = NEVER)"
+    inv = 1 / self.sqrt_diag[cols].clamp_min(1e-6)
+    F_ = self.correlation_factor
+    loadings = torch.cat([-F_[cols] * inv[:, None], F_.new_zeros(pad, F_.shape[1])])
+    thresholds = torch.cat([self.thresholds[cols] * inv, F_.new_full((pad,), NEVER)])
+    return torch.cat([loadings.T, thresholds[None]])
 
 @torch.no_grad()
 def _set_copula_blocks(self:FeatureSampler):
-    "Top-level copula columns sorted by threshold, scaled by 1/√δ and cut into equal blocks"
+    "Top-level copula columns: likely ones for direct draws; rare ones sorted by threshold, cut into blocks, interleaved"
     if self.correlation_factor is None: return
     top = self.top_features
-    order = top[torch.argsort(self.thresholds[top])]
-    k = max(1, min(COPULA_BLOCKS, len(order)))
-    w = math.ceil(len(order) / k)
-    pad = k * w - len(order)
-    inv = 1 / self.sqrt_diag[order].clamp_min(1e-6)
-    F_ = self.correlation_factor
-    self.register_buffer('block_features', torch.cat([order, order.new_zeros(pad)]), persistent=False)
-    loadings = torch.cat([F_[order] * inv[:, None], F_.new_zeros(pad, F_.shape[1])])
-    self.register_buffer('block_loadings', loadings.T.contiguous(), persistent=False)        # (r, k·w) for the product
-    self.register_buffer('block_loadings_rows', loadings.contiguous(), persistent=False)     # (k·w, r) for gathers
-    self.register_buffer('block_thresholds', torch.cat([self.thresholds[order] * inv, F_.new_full((pad,), float('inf'))]), persistent=False)
+    direct = self.firing_probabilities[top] >= COPULA_DIRECT_P
+    head, tail = top[direct], top[~direct]
+    tail = tail[torch.argsort(self.thresholds[tail] / self.sqrt_diag[tail].clamp_min(1e-6))]
+    w = max(1, min(COPULA_BLOCK_WIDTH, len(tail)))
+    k = math.ceil(len(tail) / w)
+    pad = k * w - len(tail)  # < w
+    # column o·k + b is the o-th column of block b, so block minima are elementwise minima of w rows of k
+    inter = lambda t: t.view(*t.shape[:-1], k, w).transpose(-1, -2).reshape(*t.shape[:-1], k * w)
+    self.register_buffer('head_features', head, persistent=False)
+    self.register_buffer('head_loadings', _scaled_columns(self, head).contiguous(), persistent=False)
+    self.register_buffer('block_features', inter(torch.cat([tail, tail.new_zeros(pad)])), persistent=False)
+    self.register_buffer('block_loadings', inter(_scaled_columns(self, tail, pad)).contiguous(), persistent=False)
     self._blocks = (k, w)
 FeatureSampler._set_copula_blocks = _set_copula_blocks
 
 def _upper_tail(t:Tensor)->Tensor: return 0.5 * torch.erfc(t * 0.5**0.5)  # Φ̄(t)
 
+GEOMETRIC_ROUNDS = 3  # successes found by geometric skipping per segment; the rest by one uniform per entry
+
+def segment_proposals(rate:Tensor, width:int, generator=None)->tuple[Tensor,Tensor]:
+    "Bernoulli(`rate_s`) trials on the `width` entries of every segment `s`: (segment, offset) of the successes"
+    dev, rate = rate.device, rate.double()
+    # first success: at floor(log(1 − v) / log(1 − rate)) < width, impossible when v ≤ width·rate ≤ 1 − (1 − rate)^width
+    v = torch.rand(len(rate), generator=generator, device=dev, dtype=torch.float64)
+    seg = (v < width * rate).nonzero().squeeze(1)
+    log_q = torch.log1p(-rate.index_select(0, seg)).clamp_max_(-1e-300)  # rate 1: -inf, so every gap is 0
+    pos = torch.floor(torch.log1p(-v.index_select(0, seg)).div_(log_q))
+    segs, offs = [], []
+    for r in range(GEOMETRIC_ROUNDS):
+        if r:  # the next success of each still-open segment, after a geometric gap
+            u = 1 - torch.rand(len(seg), generator=generator, device=dev, dtype=torch.float64)  # (0, 1]
+            pos = pos + 1 + torch.floor(torch.log(u).div_(log_q))
+        i = (pos < width).nonzero().squeeze(1)
+        seg, pos, log_q = seg.index_select(0, i), pos.index_select(0, i), log_q.index_select(0, i)
+        segs.append(seg); offs.append(pos.long())
+    # the few segments with that many successes: one uniform per remaining entry
+    hit = torch.rand(len(seg), width, generator=generator, device=dev, dtype=torch.float64) < rate.index_select(0, seg)[:, None]
+    s, o = (hit & (torch.arange(width, device=dev) > pos[:, None])).nonzero(as_tuple=True)
+    segs.append(seg.index_select(0, s)); offs.append(o)
+    return torch.cat(segs), torch.cat(offs)
+
 @torch.no_grad()
 def copula_firing_thinned(self:FeatureSampler, eps:Tensor, generator=None)->tuple[Tensor,Tensor]:
-    "Exact (rows, cols) of the top-level copula firings given the shared factors `eps` (B, r), by thinning"
-    (k, w), B, dev = self._blocks, len(eps), eps.device
-    # t = τ' − ε Gᵀ (fire iff η > t) in row chunks that stay in cache; only each segment's minimum is kept
-    tmin = torch.cat([torch.addmm(self.block_thresholds, e, self.block_loadings, alpha=-1).view(len(e), k, w).amin(-1)
-                      for e in eps.split(COPULA_CHUNK)])
-    bound = _upper_tail(tmin).view(-1)                                          # (B·k,) segment bounds
-    cls = torch.floor(-torch.log2(bound.clamp_min(2.**-MAX_RATE_CLASS))).clamp(0, MAX_RATE_CLASS).to(torch.uint8)
-    order = torch.argsort(cls, stable=True)  # a radix sort for one-byte keys
-    counts = torch.bincount(cls, minlength=MAX_RATE_CLASS + 1).tolist()
-    segs, offs, rates, a = [], [], [], 0
-    for j, nj in enumerate(counts):
-        if nj == 0: continue
-        pos = bernoulli_positions(2.**-j, nj * w, generator, dev)
-        segs.append(order[a:a + nj][pos // w]); offs.append(pos % w); rates.append(torch.full((len(pos),), 2.**-j, device=dev))
-        a += nj
-    seg, off, rate = torch.cat(segs), torch.cat(offs), torch.cat(rates)
-    rows, col = seg // k, (seg % k) * w + off
-    # t at the proposals only, recomputed from ε: r multiply-adds each
-    t = self.block_thresholds[col] - torch.einsum('nr,nr->n', eps.index_select(0, rows), self.block_loadings_rows.index_select(0, col))
-    accept = torch.rand(len(seg), generator=generator, device=dev) * rate < _upper_tail(t)
-    i = accept.nonzero().squeeze(1)
-    return rows[i], self.block_features[col[i]]
+    "Exact (rows, cols) of the top-level copula firings given the shared factors `eps` (B, r): direct draws and thinning"
+    rows, cols = [], []
+    for a in range(0, len(eps), COPULA_ROWS):
+        e1 = torch.cat([eps[a:a + COPULA_ROWS], eps.new_ones(min(COPULA_ROWS, len(eps) - a), 1)], 1)
+        for r, c in (_direct_rows(self, e1, generator), _thinned_rows(self, e1, generator)):
+            rows.append(r + a); cols.append(c)
+    return torch.cat(rows), torch.cat(cols)
+
+def _direct_rows(self:FeatureSampler, e1:Tensor, generator)->tuple[Tensor,Tensor]:
+    "Firings of the likely columns: one Gaussian η per entry, fire iff η > t"
+    t = e1 @ self.head_loadings
+    rows, j = torch.nonzero(torch.randn(t.shape, generator=generator, device=t.device) > t, as_tuple=True)
+    return rows, self.head_features.index_select(0, j)
+
+def _thinned_rows(self:FeatureSampler, e1:Tensor, generator)->tuple[Tensor,Tensor]:
+    "Firings of the rare columns: proposals at each (sample, block)'s bound Φ̄(min t), accepted with Φ̄(t)/bound"
+    (k, w), B = self._blocks, len(e1)
+    if k * w == 0: return e1.new_zeros(0, dtype=torch.long), e1.new_zeros(0, dtype=torch.long)
+    t = e1 @ self.block_loadings                                   # (B, w·k): fire iff η > t
+    bound = _upper_tail(t.view(B, w, k).amin(1)).view(-1)          # Φ̄(min t) of each (sample, block)
+    seg, off = segment_proposals(bound, w, generator)
+    entry = (seg // k) * (w * k) + off * k + seg % k
+    q = _upper_tail(t.view(-1).index_select(0, entry))
+    i = (torch.rand(len(entry), generator=generator, device=e1.device) * bound.index_select(0, seg) < q).nonzero().squeeze(1)
+    entry = entry.index_select(0, i)
+    return entry // (w * k), self.block_features.index_select(0, entry % (w * k))
+
 
 # %% ../nbs/05_sampler.ipynb #76e34887
 @torch.no_grad()
@@ -315,6 +357,54 @@ def _children(self:FeatureSampler, rows:Tensor, cols:Tensor, vals:Tensor, eps:Te
     return rows[pair], child, torch.where(self.rescale[child], v * parent_scale, v)
 FeatureSampler._children = _children
 
+# %% ../nbs/05_sampler.ipynb #607282ea
+@torch.no_grad()
+def _set_child_table(self:FeatureSampler):
+    "Children of every parent as one padded row of per-parent tables, for the one-group-per-parent fast path"
+    ptr, n = self.child_ptr, self.num_features
+    count = ptr[1:] - ptr[:-1]
+    parents = torch.nonzero(count > 0).flatten()
+    width = int(count.max()) if len(parents) else 0
+    slot = torch.full((n,), -1, dtype=torch.long, device=ptr.device)
+    slot[parents] = torch.arange(len(parents), device=ptr.device)
+    offset = torch.arange(width, device=ptr.device)
+    valid = offset < count[parents, None]
+    kids = torch.where(valid, self.child_idx[(ptr[parents, None] + offset).clamp_max(max(len(self.child_idx) - 1, 0))], 0)
+    pad = lambda t, fill: torch.where(valid.view(*valid.shape, *[1] * (t.dim() - 1)), t[kids], fill)
+    # per (parent, child) entry: threshold (∞ on padding: never fires), √δ, μ, σ, firing probability, ME flag, rescale flag
+    params = [pad(self.thresholds, float('inf')), pad(self.sqrt_diag, 0.) if self.sqrt_diag is not None else torch.zeros_like(valid, dtype=torch.float),
+              pad(self.mean_magnitudes, 0.), pad(self.std_magnitudes, 0.), pad(self.firing_probabilities, 0.),
+              (valid & (self.group[kids] >= 0)).float(), pad(self.rescale, False).float()]
+    self.register_buffer('child_slot', slot, persistent=False)
+    self.register_buffer('child_table', kids, persistent=False)                              # (parents, width)
+    self.register_buffer('child_params', torch.stack(params, -1).contiguous(), persistent=False)  # (parents, width, 7)
+    F_ = self.correlation_factor
+    self.register_buffer('child_loadings', None if F_ is None else pad(F_, 0.).contiguous(), persistent=False)  # (parents, width, r)
+FeatureSampler._set_child_table = _set_child_table
+
+@torch.no_grad()
+def _children_by_table(self:FeatureSampler, rows:Tensor, cols:Tensor, vals:Tensor, eps:Tensor|None, generator):
+    "Active children of the active parents (rows, cols, vals) as (P, width) tables: firing, magnitudes, ME, rescale"
+    slot = self.child_slot.index_select(0, cols)
+    threshold, sqrt_diag, mean, std, p, me, rescale = self.child_params.index_select(0, slot).unbind(-1)
+    P, width, dev = threshold.shape[0], threshold.shape[1], threshold.device
+    if eps is None: fire = torch.rand(P, width, generator=generator, device=dev) < p
+    else:
+        z = torch.bmm(self.child_loadings.index_select(0, slot), eps.index_select(0, rows)[:, :, None]).squeeze(-1)
+        fire = torch.addcmul(z, sqrt_diag, torch.randn(P, width, generator=generator, device=dev)) > threshold
+    v = torch.relu(torch.addcmul(mean, std, torch.randn(P, width, generator=generator, device=dev)))
+    on = fire & (v > 0)
+    me = me > 0
+    key = torch.where(on & me, torch.rand(P, width, generator=generator, device=dev, dtype=torch.float64), -1.)
+    winner = key.argmax(1, keepdim=True) == torch.arange(width, device=dev)  # a uniform winner among active ME members
+    flat = torch.nonzero((on & (winner | ~me)).view(-1)).squeeze(1)
+    r = flat // width
+    child, v = self.child_table.view(-1).index_select(0, slot.index_select(0, r) * width + flat % width), v.view(-1).index_select(0, flat)
+    scale = vals.index_select(0, r) / self.mean_magnitudes.index_select(0, cols.index_select(0, r))
+    return rows.index_select(0, r), child, torch.where(rescale.view(-1).index_select(0, flat) > 0, v * scale, v)
+FeatureSampler._children_by_table = _children_by_table
+
+
 # %% ../nbs/05_sampler.ipynb #5af96e87
 def _exclusion(self:FeatureSampler, segment:Tensor, feature:Tensor, generator, general:bool=False)->Tensor:
     "Mask keeping non-ME entries and one uniform winner per (segment, ME group)"
@@ -328,10 +418,52 @@ def _exclusion(self:FeatureSampler, segment:Tensor, feature:Tensor, generator, g
 FeatureSampler._exclusion = _exclusion
 
 # %% ../nbs/05_sampler.ipynb #604c5040
+SAMPLER_PART_ROWS = 512  # CPU batches are drawn in parts of this many rows, from generators seeded by the caller's
+_pools:dict = {}
+
+def _pool(workers:int)->ThreadPoolExecutor:
+    "A thread pool of `workers` threads for this process (a forked child makes its own)"
+    key = (os.getpid(), workers)
+    if key not in _pools: _pools[key] = ThreadPoolExecutor(workers, thread_name_prefix='synthsae-sampler')
+    return _pools[key]
+
+_threads_lock, _threads_users, _threads_saved = threading.Lock(), 0, 1
+
+@contextmanager
+def _single_threaded():
+    "torch runs single-threaded inside the block; concurrent blocks (from several threads) nest correctly"
+    global _threads_users, _threads_saved
+    with _threads_lock:
+        if _threads_users == 0: _threads_saved = torch.get_num_threads(); torch.set_num_threads(1)
+        _threads_users += 1
+    try: yield
+    finally:
+        with _threads_lock:
+            _threads_users -= 1
+            if _threads_users == 0: torch.set_num_threads(_threads_saved)
+
+def cat_sparse(parts:list[SparseFeatures])->SparseFeatures:
+    "Stack the samples of several `SparseFeatures` (rows of part i follow those of part i − 1)"
+    offsets = [0] + list(itertools.accumulate(p.batch_size for p in parts))
+    return SparseFeatures(torch.cat([p.rows + o for p, o in zip(parts, offsets)]), torch.cat([p.cols for p in parts]),
+                          torch.cat([p.vals for p in parts]), offsets[-1], parts[0].num_features)
+
 @torch.no_grad()
 def sparse_features(self:FeatureSampler, batch_size:int, generator=None)->SparseFeatures:
     "Feature activations of a batch drawn top-down, with work proportional to the active features"
-    with sampling_threads(self.mean_magnitudes.device): return self._sparse_features(batch_size, generator)
+    dev = self.mean_magnitudes.device
+    with sampling_threads(dev):
+        parts = math.ceil(batch_size / SAMPLER_PART_ROWS) if dev.type == 'cpu' else 1
+        if parts <= 1: return self._sparse_features(batch_size, generator)
+        # the parts' seeds come from the caller's generator, so a stream replays whatever the number of threads
+        seeds = torch.randint(0, 2**63 - 1, (parts,), generator=generator).tolist()
+        sizes = [SAMPLER_PART_ROWS] * (parts - 1) + [batch_size - SAMPLER_PART_ROWS * (parts - 1)]
+        draw = lambda i: self._sparse_features(sizes[i], torch.Generator().manual_seed(seeds[i]))
+        workers = min(parts, torch.get_num_threads())
+        if workers == 1: return cat_sparse([draw(i) for i in range(parts)])
+        # one part per thread, each single-threaded: torch's own intra-op threads add little to these small operations
+        # (and teams of them started from several threads spin against each other)
+        with _single_threaded(): return cat_sparse(list(_pool(workers).map(draw, range(parts))))
 
 @torch.no_grad()
 def _sparse_features(self:FeatureSampler, batch_size:int, generator=None)->SparseFeatures:
@@ -345,13 +477,17 @@ def _sparse_features(self:FeatureSampler, batch_size:int, generator=None)->Spars
     i = (vals > 0).nonzero().squeeze(1); rows, cols, vals = rows[i], cols[i], vals[i]
     if self._top_level_me:
         keep = self._exclusion(rows, cols, generator, general=True); rows, cols, vals = rows[keep], cols[keep], vals[keep]
-    out, front = [(rows, cols, vals)], self.has_children[cols]
-    while front.any():
-        rows, cols, vals = self._children(rows[front], cols[front], vals[front], eps, generator)
-        out.append((rows, cols, vals)); front = self.has_children[cols]
+    children = self._children_by_table if self._one_group_per_parent else self._children
+    out = [(rows, cols, vals)]
+    while True:
+        i = self.has_children.index_select(0, cols).nonzero().squeeze(1)
+        if len(i) == 0: break
+        rows, cols, vals = children(rows.index_select(0, i), cols.index_select(0, i), vals.index_select(0, i), eps, generator)
+        out.append((rows, cols, vals))
     rows, cols, vals = (torch.cat(t) for t in zip(*out))
     return sparse_from_pairs(rows, cols, vals, batch_size, self.num_features)
 FeatureSampler.sparse_features, FeatureSampler._sparse_features = sparse_features, _sparse_features
+
 
 # %% ../nbs/05_sampler.ipynb #6bff8d77
 def demo_sampler(num_features:int=200, rank:int=4, correlation_scale:float=0.2, seed:int=0)->FeatureSampler:
