@@ -264,6 +264,7 @@ def _scaled_columns(self:FeatureSampler, cols:Tensor, pad:int=0)->Tensor:
 @torch.no_grad()
 def _set_copula_blocks(self:FeatureSampler):
     "Top-level copula columns: likely ones for direct draws; rare ones sorted by threshold, cut into blocks, interleaved"
+    self._thinned_copula = False
     if self.correlation_factor is None: return
     top = self.top_features
     direct = self.firing_probabilities[top] >= COPULA_DIRECT_P
@@ -279,6 +280,7 @@ def _set_copula_blocks(self:FeatureSampler):
     self.register_buffer('block_features', inter(torch.cat([tail, tail.new_zeros(pad)])), persistent=False)
     self.register_buffer('block_loadings', inter(_scaled_columns(self, tail, pad)).contiguous(), persistent=False)
     self._blocks = (k, w)
+    self._thinned_copula = len(top) > DENSE_TOP_MAX
 FeatureSampler._set_copula_blocks = _set_copula_blocks
 
 def _upper_tail(t:Tensor)->Tensor: return 0.5 * torch.erfc(t * 0.5**0.5)  # Φ̄(t)
@@ -453,7 +455,8 @@ def sparse_features(self:FeatureSampler, batch_size:int, generator=None)->Sparse
     "Feature activations of a batch drawn top-down, with work proportional to the active features"
     dev = self.mean_magnitudes.device
     with sampling_threads(dev):
-        parts = math.ceil(batch_size / SAMPLER_PART_ROWS) if dev.type == 'cpu' else 1
+        # parts pay off where a batch is a few large operations (a thinned top-level copula); measured slower elsewhere
+        parts = math.ceil(batch_size / SAMPLER_PART_ROWS) if dev.type == 'cpu' and self._thinned_copula else 1
         if parts <= 1: return self._sparse_features(batch_size, generator)
         # the parts' seeds come from the caller's generator, so a stream replays whatever the number of threads
         seeds = torch.randint(0, 2**63 - 1, (parts,), generator=generator).tolist()
