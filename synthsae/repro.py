@@ -27,9 +27,11 @@ SCALES = {
     'tiny': dict(model='tiny', d_sae=64, training_samples=8_192, batch_size=256, lr=3e-3, eval_samples=2_048, seeds=[0],
                  l0s=[2, 4, 6], l0_ref=4, t3_l0s=[4], stats_samples=4_000, top_k=64,
                  superposition_dims=[24, 48, 96], autotuner=dict(integral_gain=0.05), dead_feature_window=8),
-    'cpu': dict(model='cpu', d_sae=512, training_samples=400_000, batch_size=1024, lr=2e-3, eval_samples=16_384, seeds=[0],
+    'cpu': dict(model='cpu', d_sae=512, training_samples=1_000_000, batch_size=1024, lr=2e-3, eval_samples=16_384, seeds=[0],
                 l0s=[6, 8, 10, 12, 14], l0_ref=10, t3_l0s=[10, 8], stats_samples=20_000, top_k=512,
-                superposition_dims=[128, 256, 512], autotuner=dict(integral_gain=0.03, convergence_gain=0.1), dead_feature_window=40),
+                superposition_dims=[128, 256, 512], dead_feature_window=40,
+                autotuner=dict(integral_gain=0.05, convergence_gain=0.1, smoothing=0.9, rate_smoothing=0.8),
+                sae_overrides=dict(jumprelu=dict(jumprelu_init_threshold=1.5))),
     'paper': dict(model='synthsaebench-16k', d_sae=4096, training_samples=200_000_000, batch_size=1024, lr=3e-4,
                   eval_samples=1_000_000, seeds=[0, 1, 2, 3, 4], l0s=list(PAPER_L0S), l0_ref=25, t3_l0s=[25, 20],
                   stats_samples=1_000_000, top_k=4096, superposition_dims=[256, 384, 512, 768, 1024, 1536], autotuner=None, dead_feature_window=1000),
@@ -112,7 +114,7 @@ def sweep_configs(
     steps = math.ceil(s['training_samples'] / s['batch_size'])
     out = []
     for arch, l0, seed in runs:
-        c = paper_sae_config(arch, d, s['d_sae'], l0, total_steps=steps, seed=seed)
+        c = paper_sae_config(arch, d, s['d_sae'], l0, total_steps=steps, seed=seed, **s.get('sae_overrides', {}).get(arch, {}))
         out.append(RunConfig(model=model or s['model'], sae=dict(architecture=arch, **to_jsonable(c)),
                              train=TrainConfig(training_samples=s['training_samples'], batch_size=s['batch_size'], lr=s['lr'], seed=seed, autotuner=s.get('autotuner'),
                                              dead_feature_window=s['dead_feature_window']),
@@ -153,7 +155,7 @@ def variant_world(
 
 # %% ../nbs/70_repro.ipynb #9c638784
 def scale_label(s:dict)->str:
-    "Figure-title label of a scale, e.g. 'scale=cpu (reduced: N=4,096, D=256, L=512, 400,000 samples, 1 seed)'"
+    "Figure-title label of a scale, e.g. 'scale=cpu (reduced: N=4,096, D=256, L=512, 1,000,000 samples, 1 seed)'"
     if s['scale'] == 'paper': return 'scale=paper'
     cfg = preset(s['model'])
     return (f"scale={s['scale']} (reduced: N={cfg.num_features:,}, D={cfg.hidden_dim:,}, L={s['d_sae']:,}, "
