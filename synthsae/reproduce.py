@@ -106,12 +106,15 @@ def _t3_findings(t3:list)->list[dict]:
     res, at = [], f"target L0 {df.l0.iloc[0]:g}: " + '; '.join(f"{a}{l0(r)} F1 {r.f1:.3f} MCC {r.mcc:.3f} U {r.uniqueness:.3f} EV {r.explained_variance:.3f}" for a, r in df.iterrows())
     m, b, others = 'matryoshka_batchtopk', 'batchtopk', [a for a in df.index if a != 'matryoshka_batchtopk']
     if m in df.index and b in df.index:
-        best = all(df.loc[m, k] >= df.loc[others, k].max() for k in ('f1', 'mcc', 'uniqueness'))
-        res.append(_finding('matryoshka_best_quality', best and df.loc[m, 'explained_variance'] < df.loc[b, 'explained_variance'], at))
+        parts = {f'best {k}': df.loc[m, k] >= df.loc[others, k].max() for k in ('f1', 'mcc', 'uniqueness')}
+        parts['EV below BatchTopK'] = df.loc[m, 'explained_variance'] < df.loc[b, 'explained_variance']
+        which = ', '.join(f"{k} {'yes' if v else 'no'}" for k, v in parts.items())
+        res.append(_finding('matryoshka_best_quality', all(parts.values()), f'{which}. {at}'))
     else: res.append(_finding('matryoshka_best_quality', None, 'needs matryoshka_batchtopk and batchtopk'))
     mp = 'matching_pursuit'
     if mp in df.index and len(df) > 1:
-        res.append(_finding('mp_best_ev_worst_f1', df.explained_variance.idxmax() == mp and df.f1.idxmin() == mp, at))
+        ev, f1 = df.explained_variance.idxmax() == mp, df.f1.idxmin() == mp
+        res.append(_finding('mp_best_ev_worst_f1', ev and f1, f"best EV {'yes' if ev else 'no'}, worst F1 {'yes' if f1 else 'no'}. {at}"))
     else: res.append(_finding('mp_best_ev_worst_f1', None, 'needs matching_pursuit and another architecture'))
     return res
 
