@@ -4,8 +4,7 @@
 
 # %% ../nbs/05_sampler.ipynb #694c4fe8
 from __future__ import annotations
-import itertools, math, os, threading
-from concurrent.futures import ThreadPoolExecutor
+import math
 from contextlib import contextmanager
 from typing import NamedTuple
 import torch, torch.nn.functional as F
@@ -16,11 +15,10 @@ from .hierarchy import FlatHierarchy, HierarchyModifier
 
 # %% auto #0
 __all__ = ['SAMPLER_THREADS', 'DENSE_TOP_MAX', 'COPULA_DIRECT_P', 'COPULA_BLOCK_WIDTH', 'COPULA_ROWS', 'NEVER',
-           'GEOMETRIC_ROUNDS', 'SAMPLER_PART_ROWS', 'sampling_threads', 'SparseFeatures', 'sparse_from_pairs',
-           'bernoulli_positions', 'FiringTiers', 'firing_tiers', 'independent_firing', 'draw_magnitudes',
-           'segment_winners', 'FeatureSampler', 'set_firing_probabilities', 'dense_firing', 'dense_features',
-           'segment_proposals', 'copula_firing_thinned', 'cat_sparse', 'sparse_features', 'demo_sampler',
-           'hierarchy_violations']
+           'GEOMETRIC_ROUNDS', 'sampling_threads', 'SparseFeatures', 'sparse_from_pairs', 'bernoulli_positions',
+           'FiringTiers', 'firing_tiers', 'independent_firing', 'draw_magnitudes', 'segment_winners', 'FeatureSampler',
+           'set_firing_probabilities', 'dense_firing', 'dense_features', 'segment_proposals', 'copula_firing_thinned',
+           'sparse_features', 'demo_sampler', 'hierarchy_violations']
 
 # %% ../nbs/05_sampler.ipynb #dcccf8c1
 SAMPLER_THREADS:int|None = None  # intra-op threads while sampling on the CPU; None keeps torch's setting
@@ -264,7 +262,6 @@ def _scaled_columns(self:FeatureSampler, cols:Tensor, pad:int=0)->Tensor:
 @torch.no_grad()
 def _set_copula_blocks(self:FeatureSampler):
     "Top-level copula columns: likely ones for direct draws; rare ones sorted by threshold, cut into blocks, interleaved"
-    self._thinned_copula = False
     if self.correlation_factor is None: return
     top = self.top_features
     direct = self.firing_probabilities[top] >= COPULA_DIRECT_P
@@ -280,7 +277,6 @@ def _set_copula_blocks(self:FeatureSampler):
     self.register_buffer('block_features', inter(torch.cat([tail, tail.new_zeros(pad)])), persistent=False)
     self.register_buffer('block_loadings', inter(_scaled_columns(self, tail, pad)).contiguous(), persistent=False)
     self._blocks = (k, w)
-    self._thinned_copula = len(top) > DENSE_TOP_MAX
 FeatureSampler._set_copula_blocks = _set_copula_blocks
 
 def _upper_tail(t:Tensor)->Tensor: return 0.5 * torch.erfc(t * 0.5**0.5)  # Φ̄(t)
@@ -420,53 +416,10 @@ def _exclusion(self:FeatureSampler, segment:Tensor, feature:Tensor, generator, g
 FeatureSampler._exclusion = _exclusion
 
 # %% ../nbs/05_sampler.ipynb #604c5040
-SAMPLER_PART_ROWS = 512  # CPU batches are drawn in parts of this many rows, from generators seeded by the caller's
-_pools:dict = {}
-
-def _pool(workers:int)->ThreadPoolExecutor:
-    "A thread pool of `workers` threads for this process (a forked child makes its own)"
-    key = (os.getpid(), workers)
-    if key not in _pools: _pools[key] = ThreadPoolExecutor(workers, thread_name_prefix='synthsae-sampler')
-    return _pools[key]
-
-_threads_lock, _threads_users, _threads_saved = threading.Lock(), 0, 1
-
-@contextmanager
-def _single_threaded():
-    "torch runs single-threaded inside the block; concurrent blocks (from several threads) nest correctly"
-    global _threads_users, _threads_saved
-    with _threads_lock:
-        if _threads_users == 0: _threads_saved = torch.get_num_threads(); torch.set_num_threads(1)
-        _threads_users += 1
-    try: yield
-    finally:
-        with _threads_lock:
-            _threads_users -= 1
-            if _threads_users == 0: torch.set_num_threads(_threads_saved)
-
-def cat_sparse(parts:list[SparseFeatures])->SparseFeatures:
-    "Stack the samples of several `SparseFeatures` (rows of part i follow those of part i − 1)"
-    offsets = [0] + list(itertools.accumulate(p.batch_size for p in parts))
-    return SparseFeatures(torch.cat([p.rows + o for p, o in zip(parts, offsets)]), torch.cat([p.cols for p in parts]),
-                          torch.cat([p.vals for p in parts]), offsets[-1], parts[0].num_features)
-
 @torch.no_grad()
 def sparse_features(self:FeatureSampler, batch_size:int, generator=None)->SparseFeatures:
     "Feature activations of a batch drawn top-down, with work proportional to the active features"
-    dev = self.mean_magnitudes.device
-    with sampling_threads(dev):
-        # parts pay off where a batch is a few large operations (a thinned top-level copula); measured slower elsewhere
-        parts = math.ceil(batch_size / SAMPLER_PART_ROWS) if dev.type == 'cpu' and self._thinned_copula else 1
-        if parts <= 1: return self._sparse_features(batch_size, generator)
-        # the parts' seeds come from the caller's generator, so a stream replays whatever the number of threads
-        seeds = torch.randint(0, 2**63 - 1, (parts,), generator=generator).tolist()
-        sizes = [SAMPLER_PART_ROWS] * (parts - 1) + [batch_size - SAMPLER_PART_ROWS * (parts - 1)]
-        draw = lambda i: self._sparse_features(sizes[i], torch.Generator().manual_seed(seeds[i]))
-        workers = min(parts, torch.get_num_threads())
-        if workers == 1: return cat_sparse([draw(i) for i in range(parts)])
-        # one part per thread, each single-threaded: torch's own intra-op threads add little to these small operations
-        # (and teams of them started from several threads spin against each other)
-        with _single_threaded(): return cat_sparse(list(_pool(workers).map(draw, range(parts))))
+    with sampling_threads(self.mean_magnitudes.device): return self._sparse_features(batch_size, generator)
 
 @torch.no_grad()
 def _sparse_features(self:FeatureSampler, batch_size:int, generator=None)->SparseFeatures:
