@@ -283,7 +283,11 @@ def _upper_tail(t:Tensor)->Tensor: return 0.5 * torch.erfc(t * 0.5**0.5)  # Φ̄
 
 GEOMETRIC_ROUNDS = 3  # successes found by geometric skipping per segment; the rest by one uniform per entry
 
-def segment_proposals(rate:Tensor, width:int, generator=None)->tuple[Tensor,Tensor]:
+def segment_proposals(
+    rate:Tensor,       # (S,) success probability of every entry of segment s, in [0, 1]
+    width:int,         # entries per segment
+    generator=None,    # torch.Generator on rate's device
+)->tuple[Tensor,Tensor]:  # (segment, offset) of each success, offsets in [0, width)
     "Bernoulli(`rate_s`) trials on the `width` entries of every segment `s`: (segment, offset) of the successes"
     dev, rate = rate.device, rate.double()
     # first success: at floor(log(1 − v) / log(1 − rate)) < width, impossible when v ≤ width·rate ≤ 1 − (1 − rate)^width
