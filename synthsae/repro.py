@@ -9,15 +9,18 @@ from dataclasses import replace
 from pathlib import Path
 import torch
 import synthsae
+import hashlib
 from .core import check_choice, config_hash, to_jsonable, write_json
-from .model import SyntheticModel, SyntheticModelConfig, preset, default_cache_dir
+from .evaluation import EvalResult
+from .model import SyntheticModel, SyntheticModelConfig, preset, default_cache_dir, PRESETS, CONFIG_FILE
+from safetensors.torch import save_file, load_file
 from .saes import paper_sae_config, ARCHS
-from .training import RunConfig, TrainConfig, EvalConfig
+from .training import RunConfig, TrainConfig, EvalConfig, train_many, build_sae
 
 # %% auto #0
 __all__ = ['PAPER_ARCHS', 'PAPER_L0S', 'SCALES', 'F2_REFERENCE', 'T3_METRICS', 'T3_REFERENCE', 'scale_settings', 'paper_l0',
-           'reference_value', 'sweep_configs', 'result_rows', 'variant_world', 'scale_label', 'write_numbers',
-           'markdown_table']
+           'reference_value', 'sweep_configs', 'result_rows', 'variant_world', 'run_key', 'train_cached', 'scale_label',
+           'write_numbers', 'markdown_table']
 
 # %% ../nbs/70_repro.ipynb #b12c68c8
 PAPER_ARCHS = ('batchtopk', 'jumprelu', 'matching_pursuit', 'matryoshka_batchtopk', 'standard')
@@ -152,6 +155,54 @@ def variant_world(
     model = SyntheticModel(cfg, device=device)
     folder.parent.mkdir(parents=True, exist_ok=True); model.save(folder)
     return model, folder
+
+# %% ../nbs/70_repro.ipynb #d49fdf07
+def _source_hash()->str:
+    "SHA-256 (12 hex digits) of the package's Python sources"
+    h = hashlib.sha256()
+    for f in sorted(Path(synthsae.__file__).parent.glob('*.py')): h.update(f.name.encode()); h.update(f.read_bytes())
+    return h.hexdigest()[:12]
+
+def run_key(
+    c:RunConfig,               # the run
+    device:str|torch.device,   # where it trains
+)->str|None:                   # None: the world is not a preset or a saved folder (not cached)
+    "Cache key of a run: world config, SAE/train/eval settings, device type and source hash"
+    if c.model in PRESETS: world = preset(c.model).to_dict()
+    else:
+        f = Path(c.model)/(c.model_path or '')/CONFIG_FILE
+        if not f.is_file(): return None
+        world = json.loads(f.read_text())
+    run = {k: v for k, v in to_jsonable(c).items() if k not in ('model', 'model_path', 'out_dir')}
+    return config_hash(dict(world=world, run=run, device=torch.device(device).type, source=_source_hash()), n=16)
+
+def _save_run(folder:Path, r:dict):
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous().cpu().clone() for k, v in r['sae'].state_dict().items()}, str(folder/'sae.safetensors'))
+    # result.json last: it marks a complete entry
+    write_json(folder/'result.json', dict(eval={m: vars(e) for m, e in r['eval'].items()}, log=r['log']))
+
+def _load_run(folder:Path, c:RunConfig, device)->dict|None:
+    try: d = json.loads((folder/'result.json').read_text()); sd = load_file(str(folder/'sae.safetensors'))
+    except (OSError, ValueError): return None
+    sae = build_sae(c.sae, c.sae['d_in'], device); sae.load_state_dict(sd)
+    return dict(config=c, sae=sae, eval={m: EvalResult(**e) for m, e in d['eval'].items()}, log=d['log'], out_dir=None, cached=True)
+
+def train_cached(
+    cfgs:list[RunConfig],      # runs (out_dir is ignored for cached runs)
+    device:str|torch.device='cpu',
+    cache_dir:str|Path|None=None,  # None: `default_cache_dir()`; runs go to `<cache>/runs/<key>/`
+    progress:bool=False,
+)->list[dict]:                 # `train_many`'s results, in order (cached ones: `cached` True)
+    "`train_many` for the runs not trained before with the same world, settings, device type and code"
+    root = Path(cache_dir or default_cache_dir())/'runs'
+    keys = [run_key(c, device) for c in cfgs]
+    out = [None if k is None else _load_run(root/k, c, device) for c, k in zip(cfgs, keys)]
+    todo = [i for i, r in enumerate(out) if r is None]
+    for i, r in zip(todo, train_many([cfgs[i] for i in todo], device=device, progress=progress) if todo else []):
+        if keys[i] is not None: _save_run(root/keys[i], r)
+        out[i] = dict(r, cached=False)
+    return out
 
 # %% ../nbs/70_repro.ipynb #9c638784
 def scale_label(s:dict)->str:

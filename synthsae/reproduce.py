@@ -93,7 +93,7 @@ FINDINGS = {
     'mp_best_ev_worst_f1': 'Matching Pursuit has the best explained variance but the worst F1 (at the paper-25 L0)',
     'f1_peaks_near_true_l0': 'F1 peaks near the true L0 of the width\'s most frequent features (BatchTopK and Matryoshka; within 30%)',
     'precision_falls_recall_rises': 'Precision falls and recall rises as L0 grows (every architecture whose SAE L0 varied; rank correlation over the sweep)',
-    'mp_superposition': 'Matching Pursuit\'s explained-variance gain and F1 loss (against the mean of the other architectures) grow with superposition ρ_mm',
+    'mp_superposition': 'As superposition ρ_mm grows, Matching Pursuit\'s explained variance rises, stays the best and gains on the other architectures\' mean, while its F1 falls (SPEC §4 F4)',
 }
 
 def _finding(key:str, held, detail:str='')->dict:
@@ -142,14 +142,21 @@ def _superposition_finding(rows:list)->dict:
     df = pd.DataFrame(rows)
     if df.empty or 'matching_pursuit' not in set(df.arch) or df.arch.nunique() < 2 or df.hidden_dim.nunique() < 2:
         return _finding('mp_superposition', None, 'needs matching_pursuit, another architecture and ≥ 2 worlds')
-    w = df.groupby(['hidden_dim', 'arch'])[['rho_mm', 'explained_variance', 'f1']].mean().reset_index()
+    cols = ['rho_mm', 'explained_variance', 'f1'] + (['mcc'] if 'mcc' in df else [])
+    w = df.groupby(['hidden_dim', 'arch'])[cols].mean().reset_index()
     g = []
     for d, x in w.groupby('hidden_dim'):
-        mp, oth = x[x.arch == 'matching_pursuit'], x[x.arch != 'matching_pursuit']
-        g.append((x.rho_mm.mean(), float(mp.explained_variance.iloc[0] - oth.explained_variance.mean()), float(oth.f1.mean() - mp.f1.iloc[0])))
-    rho, gain, loss = map(np.array, zip(*sorted(g)))
-    cg, cl = _rank_corr(rho, gain), _rank_corr(rho, loss)
-    return _finding('mp_superposition', cg > 0 and cl > 0, f'ρ_mm {np.round(rho, 3).tolist()}: EV gain {np.round(gain, 3).tolist()} (ρ {cg:+.2f}), F1 loss {np.round(loss, 3).tolist()} (ρ {cl:+.2f})')
+        mp, oth = x[x.arch == 'matching_pursuit'].iloc[0], x[x.arch != 'matching_pursuit']
+        g.append(dict(rho=x.rho_mm.mean(), ev=mp.explained_variance, best=mp.explained_variance >= oth.explained_variance.max(),
+                      gain=mp.explained_variance - oth.explained_variance.mean(), f1=mp.f1, gap=oth.f1.mean() - mp.f1, mcc=mp.get('mcc', np.nan)))
+    g = pd.DataFrame(g).sort_values('rho')
+    r = {k: _rank_corr(g.rho.values, g[k].values) for k in ('ev', 'gain', 'f1', 'gap', 'mcc')}
+    parts = {'EV rises': r['ev'] > 0, 'best EV in every world': bool(g.best.all()), 'EV gain grows': r['gain'] > 0, 'F1 falls': r['f1'] < 0}
+    lst = lambda k: np.round(g[k].values.astype(float), 3).tolist()
+    detail = (', '.join(f"{k} {'yes' if v else 'no'}" for k, v in parts.items()) + f". ρ_mm {lst('rho')}: MP EV {lst('ev')} (ρ {r['ev']:+.2f}), "
+              f"EV gain over the others' mean {lst('gain')} (ρ {r['gain']:+.2f}), MP F1 {lst('f1')} (ρ {r['f1']:+.2f}); "
+              f"not judged: MP MCC {lst('mcc')} (ρ {r['mcc']:+.2f}), F1 gap to the others' mean {lst('gap')} (ρ {r['gap']:+.2f})")
+    return _finding('mp_superposition', all(parts.values()), detail)
 
 def findings(
     records:dict,    # {notebook stem: its JSON record}
