@@ -39,7 +39,8 @@ ARCH_STYLE = {
 METRIC_LABELS = dict(explained_variance='Variance explained', mcc='MCC', f1='Probing F1 score',
                      dead_latents='Dead latents', uniqueness='Uniqueness', precision='Precision', recall='Recall',
                      accuracy='Accuracy', shrinkage='Shrinkage', sae_l0='SAE L0', true_l0='True L0', l0='Target L0',
-                     rho_mm='ρ_mm (superposition)', hidden_dim='Hidden dimension D')
+                     rho_mm='ρ_mm (superposition)', hidden_dim='Hidden dimension D',
+                     correlation_scale='Correlation scale s', num_features='Number of features N')
 
 def arch_style(arch:str)->dict:
     "Label, colour and marker of `arch`: fixed for `ARCH_STYLE`'s architectures, stable per name otherwise"

@@ -29,15 +29,20 @@ PAPER_L0S = (15, 20, 25, 30, 35, 40, 45)
 SCALES = {
     'tiny': dict(model='tiny', d_sae=64, training_samples=8_192, batch_size=256, lr=3e-3, eval_samples=2_048, seeds=[0],
                  l0s=[2, 4, 6], l0_ref=4, t3_l0s=[4], stats_samples=4_000, top_k=64,
-                 superposition_dims=[24, 48, 96], autotuner=dict(integral_gain=0.05), dead_feature_window=8),
-    'cpu': dict(model='cpu', d_sae=512, training_samples=1_000_000, batch_size=1024, lr=2e-3, eval_samples=16_384, seeds=[0],
+                 superposition_dims=[24, 48, 96], autotuner=dict(integral_gain=0.05), dead_feature_window=8,
+                 correlation_scales=[0., 0.1], ablation_l0s=[2, 4], probe_steps=300, throughput_sizes=[128, 512, 2_048], throughput_batches=3),
+    'cpu': dict(model='cpu', d_sae=512, training_samples=1_000_000, batch_size=1024, lr=5e-3, eval_samples=16_384, seeds=[0],
                 l0s=[6, 8, 10, 12, 14], l0_ref=10, t3_l0s=[10, 8], stats_samples=20_000, top_k=512,
-                superposition_dims=[128, 256, 512], dead_feature_window=40,
+                superposition_dims=[128, 256, 512], dead_feature_window=20,
+                correlation_scales=[0., 0.1, 0.15], ablation_l0s=[6, 8, 10], probe_steps=1_000,
+                throughput_sizes=[128, 512, 2_048, 8_192, 16_384, 65_536, 262_144], throughput_batches=10,
                 autotuner=dict(integral_gain=0.05, convergence_gain=0.1, smoothing=0.9, rate_smoothing=0.8),
                 sae_overrides=dict(jumprelu=dict(jumprelu_init_threshold=1.5))),
     'paper': dict(model='synthsaebench-16k', d_sae=4096, training_samples=200_000_000, batch_size=1024, lr=3e-4,
                   eval_samples=1_000_000, seeds=[0, 1, 2, 3, 4], l0s=list(PAPER_L0S), l0_ref=25, t3_l0s=[25, 20],
-                  stats_samples=1_000_000, top_k=4096, superposition_dims=[256, 384, 512, 768, 1024, 1536], autotuner=None, dead_feature_window=1000),
+                  stats_samples=1_000_000, top_k=4096, superposition_dims=[256, 384, 512, 768, 1024, 1536], autotuner=None, dead_feature_window=1000,
+                  correlation_scales=[0., 0.05, 0.1, 0.15], ablation_l0s=[15, 20, 25], probe_steps=2_000,
+                  throughput_sizes=[128 * 2 ** k for k in range(14)], throughput_batches=100),
 }
 
 def scale_settings(

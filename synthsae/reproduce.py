@@ -24,6 +24,10 @@ NOTEBOOKS = {
     '71_worlds': ('T1', 'T2', 'F1'),
     '72_l0_sweep': ('F2', 'F3', 'T3'),
     '73_superposition': ('F4',),
+    '74_correlation': ('F5',),
+    '75_throughput': ('F6',),
+    '76_probes': ('F7',),
+    '77_dead_latents': ('F8',),
 }
 
 def default_nbs_dir()->Path:
