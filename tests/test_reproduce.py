@@ -60,8 +60,9 @@ def test_bad_input(tmp_path):
 
 def test_every_item_has_a_notebook():
     items = {i for its in NOTEBOOKS.values() for i in its}
-    assert {'T1', 'T2', 'T3', 'F1', 'F2', 'F3', 'F4'} <= items
+    assert {'T1', 'T2', 'T3', 'F1', 'F2', 'F3', 'F4', 'F5', 'F6', 'F7', 'F8'} <= items
     assert select_notebooks('T1,F4') == ['71_worlds', '73_superposition']
+    assert select_notebooks('F8,F5') == ['74_correlation', '77_dead_latents']
 
 @pytest.mark.parametrize('name', list(NOTEBOOKS))
 def test_parameters_cell_survives_nbdev_clean(tmp_path, name):
