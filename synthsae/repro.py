@@ -36,7 +36,7 @@ SCALES = {
                 superposition_dims=[128, 256, 512], dead_feature_window=20,
                 correlation_scales=[0., 0.1, 0.15], ablation_l0s=[6, 8, 10], probe_steps=1_000, probe_lr=3e-2,
                 throughput_sizes=[128, 512, 2_048, 8_192, 16_384, 65_536, 262_144], throughput_batches=10,
-                autotuner=dict(integral_gain=0.05, convergence_gain=0.1, smoothing=0.9, rate_smoothing=0.8),
+                autotuner=dict(integral_gain=0.02, convergence_gain=0.1, smoothing=0.9, rate_smoothing=0.8),
                 sae_overrides=dict(jumprelu=dict(jumprelu_init_threshold=1.5))),
     'paper': dict(model='synthsaebench-16k', d_sae=4096, training_samples=200_000_000, batch_size=1024, lr=3e-4,
                   eval_samples=1_000_000, seeds=[0, 1, 2, 3, 4], l0s=list(PAPER_L0S), l0_ref=25, t3_l0s=[25, 20],
