@@ -4,12 +4,11 @@
 
 # %% ../nbs/70_repro.ipynb #2e43333f
 from __future__ import annotations
-import json, math, platform
+import functools, hashlib, json, math, platform
 from dataclasses import replace
 from pathlib import Path
 import torch
 import synthsae
-import hashlib
 from .core import check_choice, config_hash, to_jsonable, write_json
 from .evaluation import EvalResult
 from .model import SyntheticModel, SyntheticModelConfig, preset, default_cache_dir, PRESETS, CONFIG_FILE
@@ -162,8 +161,9 @@ def variant_world(
     return model, folder
 
 # %% ../nbs/70_repro.ipynb #d49fdf07
+@functools.cache
 def _source_hash()->str:
-    "SHA-256 (12 hex digits) of the package's Python sources"
+    "SHA-256 (12 hex digits) of the package's Python sources (read once per process)"
     h = hashlib.sha256()
     for f in sorted(Path(synthsae.__file__).parent.glob('*.py')): h.update(f.name.encode()); h.update(f.read_bytes())
     return h.hexdigest()[:12]
