@@ -17,7 +17,7 @@ __all__ = ['T2_REFERENCE', 'COMMANDS', 'stats_table', 'worlds', 'reproduce', 'tr
 
 # %% ../nbs/60_cli.ipynb #89036b24
 T2_REFERENCE = {
-    'sum_p': (7166.5, 7.2, 'SPEC §1.13 [D], reference 7166.499 [M]'),
+    'sum_p': (7166.5, 7.2, 'derived from the formulas; the reference measured 7166.499'),
     'mean_l0': (34.45, 0.4, 'reference 34.37–34.50 [M]; ours with copula 34.56 [D]'),
     'mean_l0_top_k': (25.2, 0.4, 'first 4,096 features, ≈ 25.1–25.3 [D]; documentation "~25" [P]'),
     'rate_ratio/depth 0': (1.00, 0.02, '[D]'), 'rate_ratio/depth 1': (0.74, 0.02, '[D]'),

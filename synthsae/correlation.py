@@ -47,7 +47,7 @@ def generate_random_low_rank_correlation_matrix(
 # %% ../nbs/03_correlation.ipynb #b3e96bcd
 @dataclass(frozen=True)
 class LowRankCorrelationConfig:
-    "Low-rank Gaussian copula C = F Fᵀ + diag(δ), F = s·randn(N, r) (SPEC §1.7)"
+    "Low-rank Gaussian copula C = F Fᵀ + diag(δ), F = s·randn(N, r)"
     rank:int=32                  # r, columns of F; > 0
     correlation_scale:float=0.1  # s, standard deviation of F's entries; >= 0 (0 = independent firing)
     seed:int|None=None           # seed for F; None = the caller's default (model seed + 4)

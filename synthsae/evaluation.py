@@ -250,7 +250,7 @@ def explained_variance_from_sums(
     sum_x:Tensor,  # (D,) Σ_b x_b
     n:int,         # number of samples
 )->float:
-    "Pooled explained variance with the SPEC §3.2 guard for a (near-)zero denominator"
+    "Pooled explained variance with a guard for a (near-)zero denominator"
     num = sse / n if n else 0.
     den = sum_sq / n - float((sum_x.double() / n).square().sum()) if n else 0.
     if den < 1e-10: return 1. if num < 1e-10 else 0.

@@ -82,7 +82,7 @@ class FiringProbabilityConfig:
 # %% ../nbs/02_firing.ipynb #fb85baaa
 @dataclass(frozen=True)
 class ZipfianFiringProbabilityConfig(FiringProbabilityConfig):
-    "Min-max rescaled Zipf law over frequency rank (SPEC §1.5)"
+    "Min-max rescaled Zipf law over frequency rank"
     generator_name: ClassVar[str] = 'zipfian'
     exponent:float=1.    # power-law exponent a > 0
     max_prob:float=0.3   # probability of feature 0

@@ -132,7 +132,7 @@ class FeatureDictionary(nn.Module):
 
 # %% ../nbs/01_geometry.ipynb #46f6ad11
 class SuperpositionStats(NamedTuple):
-    "Superposition statistics of a set of directions (SPEC §1.4)"
+    "Superposition statistics of a set of directions"
     rho_mm:float                       # mean over i of max_{j≠i} |cos|
     mean_abs_cos:float                 # mean |cos| over unordered pairs
     mean_percentiles:dict[int, float]  # q -> per-row q-th percentile of |cos|, averaged over rows

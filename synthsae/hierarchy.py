@@ -52,7 +52,7 @@ def walk_forest(roots:list[HierarchyNode])->Iterator[tuple]:
 # %% ../nbs/04_hierarchy.ipynb #3c488acf
 @patch
 def to_dict(self:HierarchyNode)->dict:
-    "JSON form of this subtree (SPEC §6.3 keys)"
+    "JSON form of this subtree"
     return dict(feature_index=self.feature_index, mutually_exclusive_children=self.mutually_exclusive_children,
                 scale_children_by_parent=self.scale_children_by_parent, feature_id=self.feature_id,
                 children=[c.to_dict() for c in self.children])
@@ -93,7 +93,7 @@ def validate_hierarchy(
     roots:list[HierarchyNode],     # the forest
     num_features:int|None=None,    # N, to check index range; None skips that check
 )->None:
-    "Raise `ValueError` unless `roots` is a valid forest (SPEC §1.8 validation)"
+    "Raise `ValueError` unless `roots` is a valid forest"
     seen, tree_of = set(), {}
     for t, root in enumerate(roots):
         on_path, stack = set(), [(root, True)]
@@ -121,7 +121,7 @@ class HierarchyConfig:
     mutually_exclusive_portion:float=0.            # share of eligible parents whose children exclude each other
     mutually_exclusive_min_depth:int=0             # shallowest parent depth eligible for ME
     mutually_exclusive_max_depth:int|None=None     # deepest parent depth eligible for ME; None = no limit
-    compensate_probabilities:bool=False            # raise child probabilities (SPEC §1.9)
+    compensate_probabilities:bool=False            # raise child probabilities
     scale_children_by_parent:bool=False            # child value × parent value / parent mean, on every parent
 
     def __post_init__(self):
@@ -149,7 +149,7 @@ def min_features_needed(self:HierarchyConfig)->int:
 
 @patch
 def to_dict(self:HierarchyConfig)->dict:
-    "JSON form (§6.2 `hierarchy` object); a branching range becomes a 2-element list"
+    "JSON form (the `hierarchy` object of the model config); a branching range becomes a 2-element list"
     d = {f.name: getattr(self, f.name) for f in fields(self)}
     if isinstance(self.branching_factor, tuple): d['branching_factor'] = list(self.branching_factor)
     return d
@@ -202,7 +202,7 @@ def generate_hierarchy(
     seed:int,                      # seeds `random.Random` (branching ranges, ME choice); the model passes seed + 3
     allow_truncation:bool=False,   # stop when the counter reaches N (trees may end partial) instead of raising
 )->list[HierarchyNode]:            # the roots
-    "Build the forest breadth-first over all trees, then assign the ME and rescale flags (SPEC §1.8)"
+    "Build the forest breadth-first over all trees, then assign the ME and rescale flags"
     check_range('num_features', num_features, lo=1)
     fixed = isinstance(config.branching_factor, int)
     if not allow_truncation and config.min_features_needed() > num_features:
@@ -304,7 +304,7 @@ def compensate_probabilities(
     roots:list[HierarchyNode],  # the forest
     base_probs:Tensor,          # (N,) base firing probabilities p⁰ (index 0 = most frequent)
 )->Tensor:                      # (N,) p = min(p⁰·c, 1), same dtype and device as `base_probs`
-    "Raise child probabilities to offset gating and ME (SPEC §1.9, approximate by design); warns if it clamps"
+    "Raise child probabilities to offset gating and ME; warns if it clamps"
     c = compensation_factors(flatten_hierarchy(roots, len(base_probs)), base_probs)
     raw = base_probs.detach().double().cpu() * c
     clamped = (raw > 1) & (base_probs.detach().cpu() < 1)
@@ -357,7 +357,7 @@ def _inverse_parent_means(flat:FlatHierarchy, mean_magnitudes:Tensor|None)->Tens
 
 # %% ../nbs/04_hierarchy.ipynb #700c7286
 class HierarchyModifier(nn.Module):
-    "Dense hierarchy modifier in the reference order (SPEC §1.10): gate/rescale and ME level by level, then ReLU"
+    "Dense hierarchy modifier in the reference order: gate/rescale and ME level by level, then ReLU"
     def __init__(self,
                  flat:FlatHierarchy,                # the forest in tensor form
                  mean_magnitudes:Tensor|None=None,  # (N,) μ; needed when any parent rescales
@@ -430,7 +430,7 @@ def hierarchy_to_json(
     roots:list[HierarchyNode],  # the forest
     path:str|Path,              # file to write (replaced atomically)
 )->None:
-    "Write the forest as `{\"roots\": [...]}` (SPEC §6.3)"
+    "Write the forest as `{\"roots\": [...]}`"
     write_json(path, {'roots': [r.to_dict() for r in roots]})
 
 def hierarchy_from_json(

@@ -91,7 +91,7 @@ def _bench_recipe(num_features:int, hidden_dim:int, total_root_nodes:int, branch
         bias=0.5, seed=seed)
 
 def synth_bench_16k()->SyntheticModelConfig:
-    "The exact SynthSAEBench-16k world (N=16,384, D=768; SPEC §1.12)"
+    "The exact SynthSAEBench-16k world (N=16,384, D=768)"
     return _bench_recipe(16_384, 768, total_root_nodes=128)
 
 PRESETS = {

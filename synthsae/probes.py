@@ -57,7 +57,7 @@ def probe_f1(
 
 # %% ../nbs/31_probes.ipynb #1df42ddb
 class ProbeCeiling(NamedTuple):
-    "Mean probe F1 over three feature sets (SPEC §3.3)"
+    "Mean probe F1 over three feature sets"
     first_k:float   # over the `k` first (most frequent) features
     all:float       # over all N features
     matched:float   # over g(j) for every latent j of an SAE (nan-free: 0. when no SAE is given)

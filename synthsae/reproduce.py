@@ -97,7 +97,7 @@ FINDINGS = {
     'mp_best_ev_worst_f1': 'Matching Pursuit has the best explained variance but the worst F1 (at the paper-25 L0)',
     'f1_peaks_near_true_l0': 'F1 peaks near the true L0 of the width\'s most frequent features (BatchTopK and Matryoshka; within 30%)',
     'precision_falls_recall_rises': 'Precision falls and recall rises as L0 grows (every architecture whose SAE L0 varied; rank correlation over the sweep)',
-    'mp_superposition': 'As superposition ρ_mm grows, Matching Pursuit\'s explained variance rises, stays the best and gains on the other architectures\' mean, while its F1 falls (SPEC §4 F4)',
+    'mp_superposition': 'As superposition ρ_mm grows, Matching Pursuit\'s explained variance rises, stays the best and gains on the other architectures\' mean, while its F1 falls',
 }
 
 def _finding(key:str, held, detail:str='')->dict:
@@ -206,7 +206,7 @@ def _section(out:Path, name:str, items:tuple, run:dict, rec:dict|None)->str:
     for csv in sorted(folder.glob('T*.csv')) if folder.is_dir() else []:
         h.append(f'<details><summary>{html.escape(csv.name)}</summary>{pd.read_csv(csv).to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4g}")}</details>')
     if rec and rec.get('comparisons'):
-        h.append(f'<h3>Measured beside the paper (SPEC §4)</h3>{_comparison_table(rec["comparisons"])}')
+        h.append(f'<h3>Measured beside the paper</h3>{_comparison_table(rec["comparisons"])}')
     return '\n'.join(h)
 
 def render_report(

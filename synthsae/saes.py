@@ -34,7 +34,7 @@ def _check_int(field:str, value, lo:int=1)->int:
 
 @dataclass(frozen=True)
 class SAEConfig:
-    "Fields shared by every architecture (reference names, SPEC §2.1)"
+    "Fields shared by every architecture (reference names)"
     d_in:int                               # D, input dimension
     d_sae:int                              # L, number of latents
     decoder_init_norm:float|None=0.1       # initial L2 norm of every decoder row; None keeps the Kaiming rows
@@ -82,13 +82,13 @@ def warmup_coefficient(
     step:int|None,             # 0-based step read before stepping; None means warm-up finished
     warm_up_steps:int=0,       # W; 0 means constant λ
 )->float:
-    "λ·min(t/W, 1) (SPEC §2.9): the first step uses 0 when W > 0"
+    "λ·min(t/W, 1): the first step uses 0 when W > 0"
     if step is None or warm_up_steps == 0: return coefficient
     return coefficient * min(step / warm_up_steps, 1.)
 
 # %% ../nbs/10_saes.ipynb #6137c96c
 class SAE(nn.Module):
-    "Base SAE: parameters, seeded initialisation (SPEC §2.1), pre-activations and linear decoding"
+    "Base SAE: parameters, seeded initialisation, pre-activations and linear decoding"
     architecture = 'base'; config_class = SAEConfig; eval_modes = ('default',); tied = False
     def __init__(self, cfg:SAEConfig):
         super().__init__()
@@ -146,10 +146,10 @@ def runs_to_offsets(sample:Tensor, bs:int)->Tensor:
 # %% ../nbs/10_saes.ipynb #100c06ec
 @dataclass(frozen=True)
 class StandardSAEConfig(SAEConfig):
-    "ReLU SAE with a decoder-norm-weighted Lp penalty (SPEC §2.2)"
+    "ReLU SAE with a decoder-norm-weighted Lp penalty"
     l1_coefficient:float=1.0               # λ, base sparsity coefficient
     lp_norm:float=1.0                      # p of the penalty
-    l1_warm_up_steps:int=0                 # linear warm-up of λ over this many steps (§2.9)
+    l1_warm_up_steps:int=0                 # linear warm-up of λ over this many steps
     target_l0:float|None=None              # L0 the trainer's autotuner aims for (None: no autotuner)
     autotune_start_step:int=0              # first step at which the autotuner acts
     def __post_init__(self):
@@ -178,7 +178,7 @@ def topk_aux_loss(
     residual:Tensor,           # (bs, d) x − x̂ (detached here)
     W:Tensor,                  # (n_lat, d) atoms used for decoding (unit rows when rescaling)
 )->Tensor:                     # scalar, before the coefficient
-    "AuxK (SPEC §2.3): top-⌊D/2⌋ dead pre-activations reconstruct the residual, scaled by min(n_dead/⌊D/2⌋, 1)"
+    "AuxK: top-⌊D/2⌋ dead pre-activations reconstruct the residual, scaled by min(n_dead/⌊D/2⌋, 1)"
     k_aux = max(residual.shape[-1] // 2, 1)
     dead = dead_mask.to(device=pre_r.device, dtype=torch.bool)
     idx = torch.where(dead, pre_r, -torch.inf).topk(min(k_aux, pre_r.shape[-1]), dim=-1).indices
@@ -190,7 +190,7 @@ def topk_aux_loss(
 # %% ../nbs/10_saes.ipynb #0e701ed6
 @dataclass(frozen=True)
 class TopKSAEConfig(SAEConfig):
-    "Per-sample TopK SAE with AuxK (SPEC §2.3)"
+    "Per-sample TopK SAE with AuxK"
     k:int=100                              # latents kept per sample
     rescale_acts_by_decoder_norm:bool=True # select on h·‖d‖ and decode with unit atoms
     aux_loss_coefficient:float=1.0         # AuxK coefficient
@@ -232,7 +232,7 @@ class TopKSAE(SAE):
 # %% ../nbs/10_saes.ipynb #0d743e70
 @dataclass(frozen=True)
 class BatchTopKSAEConfig(TopKSAEConfig):
-    "BatchTopK SAE (SPEC §2.4): k latents per sample on average over the batch"
+    "BatchTopK SAE: k latents per sample on average over the batch"
     k:float=100                            # mean latents per sample; the batch keeps ⌊k·B⌋
     topk_threshold_lr:float=0.01           # EMA rate of the inference threshold θ
     def __post_init__(self):
@@ -331,12 +331,12 @@ class StepFn(torch.autograd.Function):
 # %% ../nbs/10_saes.ipynb #e69b1ad3
 @dataclass(frozen=True)
 class JumpReLUSAEConfig(SAEConfig):
-    "JumpReLU SAE (SPEC §2.6)"
+    "JumpReLU SAE"
     jumprelu_init_threshold:float=0.01     # initial θ for every latent
     jumprelu_bandwidth:float=0.05          # ε of the rectangle kernel
     jumprelu_sparsity_loss_mode:Literal['step', 'tanh']='step'  # L0 penalty (DeepMind) or tanh (Anthropic)
     l0_coefficient:float=1.0               # sparsity coefficient c
-    l0_warm_up_steps:int=0                 # linear warm-up of c (§2.9)
+    l0_warm_up_steps:int=0                 # linear warm-up of c
     pre_act_loss_coefficient:float|None=None    # dead-latent pre-activation loss (Anthropic: 3e-6); None: off
     jumprelu_tanh_scale:float=4.0          # s in tanh(s·z·‖d‖)
     jumprelu_threshold_param:Literal['raw', 'log']='raw'  # learn θ itself or log θ (the reference)
@@ -415,7 +415,7 @@ def matryoshka_widths(widths, d_sae:int)->tuple[int, ...]:
 
 @dataclass(frozen=True)
 class MatryoshkaBatchTopKSAEConfig(BatchTopKSAEConfig):
-    "Matryoshka BatchTopK SAE (SPEC §2.5)"
+    "Matryoshka BatchTopK SAE"
     matryoshka_widths:tuple[int, ...]|None=None  # strictly increasing prefix widths (L appended if missing)
     use_matryoshka_aux_loss:bool=False     # per-level AuxK instead of the global one (paper: on)
     def __post_init__(self):
@@ -460,7 +460,7 @@ def forward(self:MatryoshkaBatchTopKSAE, x:Tensor, dead_mask:Tensor|None=None, s
 # %% ../nbs/10_saes.ipynb #b2d4189f
 @dataclass(frozen=True)
 class MatchingPursuitSAEConfig(SAEConfig):
-    "Matching Pursuit SAE (SPEC §2.7)"
+    "Matching Pursuit SAE"
     decoder_init_norm:float|None=1.0       # forced to 1.0 (a warning says so)
     residual_threshold:float=1e-2          # a sample stops when ‖r‖ < this (0: never)
     max_iterations:int|None=None           # pursuit steps (None: d_in); the paper uses target L0
@@ -626,7 +626,7 @@ def load(cls:SAE, path:str|Path, device:str='cpu')->SAE:
 # %% ../nbs/10_saes.ipynb #7a38ef46
 @dataclass(frozen=True)
 class L0AutotunerConfig:
-    "Gains of the L0 autotuner (SPEC §2.8)"
+    "Gains of the L0 autotuner"
     target_l0:float                        # L0 to reach
     start_step:int=0                       # first step that may change the multiplier
     smoothing:float=0.99                   # EMA factor of the L0
@@ -661,14 +661,14 @@ class L0Autotuner:
 
 # %% ../nbs/10_saes.ipynb #73a456eb
 def jumprelu_paper_v1(d_in:int, d_sae:int, target_l0:float, **kw)->JumpReLUSAEConfig:
-    "JumpReLU as trained for the paper (SPEC §2.6 v1): tanh mode, bandwidth 2, θ₀ 0.5, autotuned c = 0.2"
+    "JumpReLU as trained for the paper: tanh mode, bandwidth 2, θ₀ 0.5, autotuned c = 0.2"
     return JumpReLUSAEConfig(d_in=d_in, d_sae=d_sae, **{**dict(
         normalize_activations='expected_average_only_in', jumprelu_sparsity_loss_mode='tanh', jumprelu_tanh_scale=4.,
         jumprelu_bandwidth=2., jumprelu_init_threshold=0.5, decoder_init_norm=0.5, l0_coefficient=0.2,
         topk_aux_loss_coefficient=1., jumprelu_threshold_param='log', target_l0=target_l0, autotune_start_step=0), **kw})
 
 def jumprelu_later(d_in:int, d_sae:int, target_l0:float, **kw)->JumpReLUSAEConfig:
-    "The authors' later JumpReLU (SPEC §2.6): step mode, c = 1, bandwidth 1, θ₀ 1, no AuxK"
+    "The authors' later JumpReLU: step mode, c = 1, bandwidth 1, θ₀ 1, no AuxK"
     return JumpReLUSAEConfig(d_in=d_in, d_sae=d_sae, **{**dict(
         normalize_activations='expected_average_only_in', jumprelu_sparsity_loss_mode='step', l0_coefficient=1.,
         jumprelu_bandwidth=1., jumprelu_init_threshold=1., jumprelu_threshold_param='log', target_l0=target_l0), **kw})
@@ -684,7 +684,7 @@ def paper_sae_config(
     total_steps:int=PAPER_TOTAL_STEPS,  # training steps (sets the Standard warm-up)
     **kw,                      # overrides
 )->SAEConfig:
-    "The paper's settings for `arch` (SPEC §2.11)"
+    "The paper's settings for `arch`"
     check_choice('arch', arch, ARCHS)
     if arch == 'jumprelu': return jumprelu_paper_v1(d_in, d_sae, target_l0, **kw)
     base = dict(

@@ -47,7 +47,7 @@ def estimate_input_scale(
     batch_size:int,            # samples per batch
     seed:int=0,                # stream seed
 )->float:
-    "s = √D / mean ‖x‖ over fresh batches of the 'scale' stream (SPEC §2.9)"
+    "s = √D / mean ‖x‖ over fresh batches of the 'scale' stream"
     check_range('n_batches', n_batches, 1)
     tot = sum(model.sample(batch_size, model.batch_generator(t, 'scale', seed)).float().norm(dim=-1).double().sum()
               for t in range(n_batches))
@@ -123,7 +123,7 @@ def sae_step(
     dead_feature_window:int=1000,  # a latent is dead after this many steps without firing
     world:int=1,               # data-parallel processes (gradients averaged over them)
 ):
-    "One training step of one SAE (SPEC §2.10), with no host sync unless the SAE has an autotuner"
+    "One training step of one SAE, with no host sync unless the SAE has an autotuner"
     sae = m.sae
     xs = x * m.scale if m.scale != 1 else x
     dead = None if step < m.dead_free_until else m.since_fired > dead_feature_window
@@ -411,7 +411,7 @@ def _log_eval(eval_fn:Callable, members:list, t:int, samples:int, logger:_Logger
 # %% ../nbs/20_training.ipynb #fd57b296
 @dataclass(frozen=True)
 class TrainConfig:
-    "Training settings of a run (the arguments of `train_sae`; paper values in SPEC §2.11)"
+    "Training settings of a run (the arguments of `train_sae`; paper values in `paper_sae_config`)"
     training_samples:int=1_000_000         # total samples over all ranks (paper: 200M)
     batch_size:int=1024                    # samples per step and rank
     lr:float=3e-4                          # Adam learning rate
