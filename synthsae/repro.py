@@ -18,8 +18,8 @@ from .training import RunConfig, TrainConfig, EvalConfig, train_many, build_sae
 
 # %% auto #0
 __all__ = ['PAPER_ARCHS', 'PAPER_L0S', 'SCALES', 'F2_REFERENCE', 'T3_METRICS', 'T3_REFERENCE', 'scale_settings', 'paper_l0',
-           'reference_value', 'sweep_configs', 'result_rows', 'variant_world', 'run_key', 'train_cached', 'scale_label',
-           'write_numbers', 'markdown_table']
+           'reference_value', 'scaled_samples', 'sweep_configs', 'result_rows', 'variant_world', 'run_key',
+           'train_cached', 'scale_label', 'write_numbers', 'markdown_table']
 
 # %% ../nbs/70_repro.ipynb #b12c68c8
 PAPER_ARCHS = ('batchtopk', 'jumprelu', 'matching_pursuit', 'matryoshka_batchtopk', 'standard')
@@ -110,6 +110,14 @@ def reference_value(
     return F2_REFERENCE.get((metric, arch, l0))
 
 # %% ../nbs/70_repro.ipynb #77a6f991
+def scaled_samples(
+    count:int,                 # training samples at the scale's base hidden size D₀
+    hidden_dim:int,            # D of the world trained on
+    base_dim:int,              # D₀
+)->int:
+    "count·(D/D₀)^0.6, the authors' rule for how many samples the superposition sweep trains at each D"
+    return round(count * (hidden_dim / base_dim) ** 0.6)
+
 def sweep_configs(
     s:dict,                    # `scale_settings(...)`
     runs:list[tuple],          # (arch, l0, seed) triples
@@ -117,15 +125,19 @@ def sweep_configs(
     hidden_dim:int|None=None,  # D of that world; None: the scale's preset's
 )->list[RunConfig]:
     "One `RunConfig` per (arch, l0, seed) at scale `s`, sharing a data stream per seed"
-    d = hidden_dim or preset(s['model']).hidden_dim
-    steps = math.ceil(s['training_samples'] / s['batch_size'])
+    d0 = preset(s['model']).hidden_dim
+    d = hidden_dim or d0
+    samples = scaled_samples(s['training_samples'], d, d0)
+    steps = math.ceil(samples / s['batch_size'])                  # Standard's warm-up and tuner start follow it
+    train = dict(training_samples=samples, batch_size=s['batch_size'], lr=s['lr'], autotuner=s.get('autotuner'),
+                 dead_feature_window=s['dead_feature_window'])
+    evals = EvalConfig(num_samples=s['eval_samples'], batch_size=min(1024, s['batch_size']))
     out = []
     for arch, l0, seed in runs:
-        c = paper_sae_config(arch, d, s['d_sae'], l0, total_steps=steps, seed=seed, **s.get('sae_overrides', {}).get(arch, {}))
+        over = s.get('sae_overrides', {}).get(arch, {})
+        c = paper_sae_config(arch, d, s['d_sae'], l0, total_steps=steps, seed=seed, **over)
         out.append(RunConfig(model=model or s['model'], sae=dict(architecture=arch, **to_jsonable(c)),
-                             train=TrainConfig(training_samples=s['training_samples'], batch_size=s['batch_size'], lr=s['lr'], seed=seed, autotuner=s.get('autotuner'),
-                                             dead_feature_window=s['dead_feature_window']),
-                             eval=EvalConfig(num_samples=s['eval_samples'], batch_size=1024 if s['batch_size'] >= 1024 else s['batch_size'])))
+                             train=TrainConfig(seed=seed, **train), eval=evals))
     return out
 
 # %% ../nbs/70_repro.ipynb #cb3dd4af
