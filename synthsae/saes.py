@@ -348,7 +348,6 @@ class JumpReLUSAEConfig(SAEConfig):
     jumprelu_tanh_scale:float=4.0          # s in tanh(s·z·‖d‖)
     jumprelu_threshold_param:Literal['raw', 'log']='raw'  # learn θ itself or log θ (the reference)
     topk_aux_loss_coefficient:float|None=None   # TopK-style AuxK on dead latents (paper v1: 1.0); None: off
-    topk_aux_loss_style:Literal['authors', 'unit_atoms']='authors'  # AuxK's ranking and atoms (see `dead_losses`)
     target_l0:float|None=None              # L0 the trainer's autotuner aims for (None: no autotuner)
     autotune_start_step:int=0              # first step at which the autotuner acts
     def __post_init__(self):
@@ -357,7 +356,6 @@ class JumpReLUSAEConfig(SAEConfig):
         check_range('jumprelu_bandwidth', self.jumprelu_bandwidth, 0, lo_open=True)
         check_choice('jumprelu_sparsity_loss_mode', self.jumprelu_sparsity_loss_mode, ('step', 'tanh'))
         check_choice('jumprelu_threshold_param', self.jumprelu_threshold_param, ('raw', 'log'))
-        check_choice('topk_aux_loss_style', self.topk_aux_loss_style, ('authors', 'unit_atoms'))
         check_range('l0_coefficient', self.l0_coefficient, 0); _check_int('l0_warm_up_steps', self.l0_warm_up_steps, 0)
         for f in ('pre_act_loss_coefficient', 'topk_aux_loss_coefficient'):
             if getattr(self, f) is not None: check_range(f, getattr(self, f), 0)
@@ -396,18 +394,12 @@ def sparsity_loss(self:JumpReLUSAE, h:Tensor, z:Tensor, theta:Tensor)->Tensor:
     return torch.tanh(self.cfg.jumprelu_tanh_scale * z * self.W_dec_norm()).sum(-1).mean()
 
 @patch
-def aux_loss(self:JumpReLUSAE, x:Tensor, x_hat:Tensor, h:Tensor, dead_mask:Tensor)->Tensor:
-    "TopK-style AuxK on dead latents, uncoefficiented: the authors' (rank by h, decode with W_dec and b_dec) or ours"
-    if self.cfg.topk_aux_loss_style == 'authors': return topk_aux_loss(h, dead_mask, x - x_hat, self.W_dec, self.b_dec)
-    return topk_aux_loss(h * self.W_dec_norm(), dead_mask, x - x_hat, unit_rows(self.W_dec))
-
-@patch
 def dead_losses(self:JumpReLUSAE, x:Tensor, x_hat:Tensor, h:Tensor, theta:Tensor, dead_mask:Tensor|None)->dict:
-    "Optional pre-activation loss and TopK-style AuxK for dead latents"
+    "Optional pre-activation loss and the authors' TopK-style AuxK (rank by h, decode with W_dec and b_dec) for dead latents"
     out, c_pre, c_aux = {}, self.cfg.pre_act_loss_coefficient, self.cfg.topk_aux_loss_coefficient
     if dead_mask is None: return out
     if c_pre: out['pre_act_loss'] = c_pre * (F.relu(theta - h) * dead_mask * self.W_dec_norm()).sum(-1).mean()
-    if c_aux: out['auxiliary_reconstruction_loss'] = c_aux * self.aux_loss(x, x_hat, h, dead_mask)
+    if c_aux: out['auxiliary_reconstruction_loss'] = c_aux * topk_aux_loss(h, dead_mask, x - x_hat, self.W_dec, self.b_dec)
     return out
 
 @patch
