@@ -7,7 +7,8 @@ import pytest, torch
 from synthsae.model import SyntheticModel
 from synthsae.saes import ARCHS, make_sae, paper_sae_config, load_sae
 from synthsae.evaluation import evaluate
-from synthsae.training import (train_sae, RunConfig, TrainConfig, EvalConfig, run, train_many, build_sae, read_log,
+from synthsae.runs import RunConfig, EvalConfig, run, train_many, build_sae
+from synthsae.training import (train_sae, TrainConfig, read_log,
                                latest_checkpoint)
 
 ROOT = Path(__file__).resolve().parents[1]
