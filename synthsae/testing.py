@@ -17,7 +17,8 @@ def sum_tol(
     dtype:torch.dtype=torch.float32,  # dtype the sums are computed in
 )->dict:                              # `atol` n·eps·M and `rtol` 0, for `torch.testing.assert_close`
     "Tolerance between two float orders of one sum of `terms` products whose absolute values add up to `magnitude`"
-    return dict(atol=terms * torch.finfo(dtype).eps * float(magnitude), rtol=0.)
+    M = float(magnitude.detach() if isinstance(magnitude, Tensor) else magnitude)
+    return dict(atol=terms * torch.finfo(dtype).eps * M, rtol=0.)
 
 # %% ../nbs/00a_testing.ipynb #fcde7e41
 def linear_magnitude(
