@@ -41,7 +41,8 @@ def assert_sums_close(
     "Entrywise |actual − expected| ≤ terms·eps·magnitude; the message names the worst entry"
     if actual.shape != expected.shape: raise AssertionError(f"shapes differ: {tuple(actual.shape)} and {tuple(expected.shape)}")
     err = (actual.detach().cpu().double() - expected.detach().cpu().double()).abs()
-    bound = terms * torch.finfo(dtype or actual.dtype).eps * torch.as_tensor(magnitude, dtype=torch.float64).cpu().expand_as(err)
+    M = torch.as_tensor(magnitude, dtype=torch.float64).cpu().expand_as(err)
+    bound = terms * torch.finfo(dtype or actual.dtype).eps * M
     bad = ~(err <= bound)  # NaN fails too
     if bad.any():
         i = torch.where(bad, err - bound, -torch.inf).flatten().argmax()

@@ -23,7 +23,7 @@ def cos_tol(d):
 
 
 def unit_cos_tol(d):
-    "atol of |cos| = 1 for two float32 rows that are equal up to a scale: each normalised with d/2 + 2 roundings, then a d-term dot product"
+    "atol of |cos| = 1 for float32 rows equal up to a scale: each normalised (d/2 + 2 roundings), a d-term dot product"
     return sum_tol(d + 4)['atol']
 
 
@@ -115,8 +115,9 @@ def test_mcc_invariant_to_permutation_scale_and_sign():
     g = torch.Generator().manual_seed(0)
     W = torch.randn(64, 16, generator=g)
     D = W[torch.randperm(64, generator=g)] * torch.randn(64, 1, generator=g)  # random scale and sign per row
-    assert mean_correlation_coefficient(D, W) == pytest.approx(1., abs=unit_cos_tol(16) + sum_tol(1)['atol'])  # + the scaling
-    assert mean_correlation_coefficient(W[:10], W) == pytest.approx(1., abs=unit_cos_tol(16))  # L < N: the matched latents only
+    # + one rounding for the scaling; L < N: the matched latents only
+    assert mean_correlation_coefficient(D, W) == pytest.approx(1., abs=unit_cos_tol(16) + sum_tol(1)['atol'])
+    assert mean_correlation_coefficient(W[:10], W) == pytest.approx(1., abs=unit_cos_tol(16))
 
 
 def test_mcc_rejects_mismatched_dimensions():
@@ -197,9 +198,11 @@ def test_accumulators_batched_equal_one_batch():
     xd = x.double()
     var = (xd.square().sum(1).mean() - xd.mean(0).square().sum()).item()
     amp = 2 * xd.square().sum(1).mean().item() / var
-    assert many.recon.explained_variance == pytest.approx(one.recon.explained_variance, abs=amp * sum_tol(x.numel(), 1., torch.float64)['atol'])
+    ev_tol = amp * sum_tol(x.numel(), 1., torch.float64)['atol']
+    assert many.recon.explained_variance == pytest.approx(one.recon.explained_variance, abs=ev_tol)
     # a mean of 700 positive ratios of two 20-term float64 norms
-    assert many.recon.shrinkage == pytest.approx(one.recon.shrinkage, rel=sum_tol(700 + 2 * 20 + 2, 1., torch.float64)['atol'])
+    shrink_tol = sum_tol(700 + 2 * 20 + 2, 1., torch.float64)['atol']
+    assert many.recon.shrinkage == pytest.approx(one.recon.shrinkage, rel=shrink_tol)
 
 
 def test_evaluate_oracle_is_perfect():
@@ -209,9 +212,11 @@ def test_evaluate_oracle_is_perfect():
     assert r.mcc == pytest.approx(1., abs=unit_cos_tol(32))   # W_dec is W
     # x̂ = ((x − b) Wᵀ) W + b: D + N + 3 roundings on magnitudes M = ((|x| + |b|) |Wᵀ|) |W| + |b|; replay the stream
     W, b, T = m.feature_vectors, m.bias, m.hidden_dim + m.num_features + 3
-    xs = torch.cat([m.sample_with_features(min(256, 3000 - 256 * t), generator=stream_generator(0, stream_id('eval'), t))[0]
-                    for t in range(math.ceil(3000 / 256))]).double()
-    dev = T * torch.finfo(torch.float32).eps * linear_magnitude(linear_magnitude(xs.abs() + b.abs(), W.T), W, b).norm(dim=1)
+    gen = lambda t: stream_generator(0, stream_id('eval'), t)
+    batches = range(math.ceil(3000 / 256))
+    xs = torch.cat([m.sample_with_features(min(256, 3000 - 256 * t), generator=gen(t))[0] for t in batches]).double()
+    M = linear_magnitude(linear_magnitude(xs.abs() + b.abs(), W.T), W, b)
+    dev = sum_tol(T)['atol'] * M.norm(dim=1)   # bound on ‖x̂ − x‖ per sample
     assert r.shrinkage == pytest.approx(1., abs=(dev / xs.norm(dim=1)).mean().item())   # mean of ‖x̂‖/‖x‖
     var = (xs.square().sum(1).mean() - xs.mean(0).square().sum()).item()
     assert r.explained_variance == pytest.approx(1., abs=dev.square().mean().item() / var)

@@ -119,7 +119,7 @@ def oracle(n_feat=12, d=16, seed=0):
 
 
 def cos_tol(d):
-    "atol of a |cos| of the oracle's rows against 0 or 1: rows orthonormal within eps, normalised (d/2 + 2 roundings each), a d-term dot product"
+    "atol of a |cos| of oracle rows against 0 or 1: orthonormal within eps, normalised (d/2 + 2 roundings), d-term dot"
     return sum_tol(d + 3)['atol']
 
 

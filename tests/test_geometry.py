@@ -52,7 +52,8 @@ def test_loss_gram_identity_equals_pairwise(n, d, chunk):
     # squared), less or plus the diagonal terms, which cancel; M: the same sums on |E|
     Ea = E.abs(); sq = Ea.pow(2).sum(1)
     M = (Ea @ Ea.T).pow(2).sum() + sq.pow(2).sum() + n * (sq + 1).pow(2).sum()
-    assert orthogonality_loss(E, chunk_size=chunk) == pytest.approx(expected, abs=sum_tol(2 * (n + d) + 8, M, torch.float64)['atol'])
+    tol = sum_tol(2 * (n + d) + 8, M, torch.float64)['atol']
+    assert orthogonality_loss(E, chunk_size=chunk) == pytest.approx(expected, abs=tol)
 
 
 @pytest.mark.parametrize('n,d', [(2, 3), (17, 4), (40, 64)])
@@ -128,7 +129,7 @@ def test_random_feature_vectors_draw_order():
     b_ref = torch.randn(6, generator=g)
     W, b = random_feature_vectors(50, 6, bias=0.5, seed=11)
     assert torch.equal(W, W_ref / W_ref.norm(dim=1, keepdim=True))   # the same norm and division
-    b_expected = 0.5 * b_ref / b_ref.norm()                            # a norm of a vector, not of rows: may round otherwise
+    b_expected = 0.5 * b_ref / b_ref.norm()   # a norm of a vector, not of rows: may round otherwise
     assert_sums_close(b, b_expected, 6 + 4, b_expected.abs())
     assert W.dtype == b.dtype == torch.float32
     assert random_feature_vectors(50, 6, bias=True, seed=11)[1].norm().item() == pytest.approx(1, abs=unit_tol(6))

@@ -192,7 +192,8 @@ def test_reference_directories_load(name):
     for folder, mode in [(name, None), (f'{name}_train', 'threshold' if 'batchtopk' in name else None)]:
         sae = load_sae(REF/folder)   # io was computed by the reference library: another float order
         assert_latents_close(sae.encode(io['x'], mode=mode), io['z'], sae, io['x'])
-        assert_linear_close(sae.decode(io['z']), io['x_hat'], io['z'], decoder_atoms(sae), sae.b_dec, extra_terms=sae.cfg.d_in + 4)
+        assert_linear_close(sae.decode(io['z']), io['x_hat'], io['z'], decoder_atoms(sae), sae.b_dec,
+                            extra_terms=sae.cfg.d_in + 4)
 
 @pytest.mark.skipif(not REF_PY.exists(), reason='reference library not installed')
 def test_reference_reads_our_directories(tmp_path):
@@ -232,7 +233,8 @@ def test_topk_aux_no_b_dec_and_zero_without_dead():
     a = torch.zeros_like(pre).scatter(1, top.indices, top.values)
     expected = 6 / 12 * ((a @ unit_rows(sae.W_dec) - (x - o.x_hat))**2).sum(-1).mean()   # D = 24: k_aux = 12
     M = linear_magnitude(a, unit_rows(sae.W_dec)) + (x - o.x_hat).abs()                    # 12 products and the residual
-    torch.testing.assert_close(o.losses['auxiliary_reconstruction_loss'], expected, atol=6 / 12 * sq_err_tol(12 + 3, M), rtol=0)
+    torch.testing.assert_close(o.losses['auxiliary_reconstruction_loss'], expected,
+                               atol=6 / 12 * sq_err_tol(12 + 3, M), rtol=0)
 
 def test_matryoshka_loss_is_batchtopk_plus_inner_mses():
     x = xs()
