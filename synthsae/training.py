@@ -13,7 +13,7 @@ import torch, torch.nn as nn
 import torch.distributed as dist
 from torch import Tensor
 from .core import (check_range, check_choice, to_jsonable, config_hash, atomic_directory, atomic_file,
-                           write_json, as_device)
+                           write_json, as_device, flatten_dict)
 from .model import SyntheticModel
 from .saes import SAE, SAEConfig, ARCHS, make_sae, L0Autotuner, BatchTopKSAE
 
@@ -155,14 +155,9 @@ def _signature(members:list, model, **settings)->dict:
             for m in members]
     return to_jsonable(dict(n_saes=len(members), saes=saes, model=config_hash(model.cfg), **settings))
 
-def _flat(d, prefix=''):
-    if isinstance(d, dict): return {k2: v2 for k, v in d.items() for k2, v2 in _flat(v, f'{prefix}{k}.').items()}
-    if isinstance(d, list) and d and isinstance(d[0], dict): return _flat({str(i): v for i, v in enumerate(d)}, prefix)
-    return {prefix[:-1]: d}
-
 def signature_diff(old:dict, new:dict)->list[str]:
     "Human-readable differences between two run signatures"
-    a, b = _flat(old), _flat(new)
+    a, b = flatten_dict(old), flatten_dict(new)
     return [f"{k}: checkpoint has {a.get(k, '<missing>')!r}, this run has {b.get(k, '<missing>')!r}"
             for k in sorted(set(a) | set(b)) if a.get(k, '<missing>') != b.get(k, '<missing>')]
 
