@@ -66,11 +66,13 @@ def _tuner_target(sae:SAE, target_l0:float|None)->float|None:
 
 class _Member:
     "Optimiser, autotuner, dead-latent counters and log sums of one SAE"
-    def __init__(self, sae:SAE, lr:float, target_l0:float|None, scale:float, device:torch.device, tuner_kw:dict|None=None):
+    def __init__(self, sae:SAE, lr:float, target_l0:float|None, scale:float, device:torch.device, tuner_kw:dict|None=None,
+                 n_steps:int|None=None):
         self.sae = sae.to(device).train()
         self.opt = torch.optim.Adam(sae.parameters(), lr=lr, betas=(0.9, 0.999), eps=1e-8, fused=device.type in ('cpu', 'cuda'))
         t = _tuner_target(sae, target_l0)
-        self.tuner = None if t is None else L0Autotuner(t, **{'start_step': sae.cfg.autotune_start_step, **(tuner_kw or {})})
+        self.tuner = None if t is None else L0Autotuner(t, **{'start_step': sae.cfg.autotune_start_step, 'n_steps': n_steps,
+                                                               **(tuner_kw or {})})   # explicit settings win
         self.scale = scale                                                  # input scale s (1: none)
         self.since_fired = torch.zeros(sae.cfg.d_sae, dtype=torch.long, device=device)
         self.sums, self.bad_step = {}, torch.full((), -1, dtype=torch.long, device=device)
@@ -315,7 +317,7 @@ def train_sae(
     lr_schedule:str='constant',    # 'constant' | 'cosine'
     norm_batches:int|None=None,    # batches for the input scale; None: min(1000, steps)
     keep_checkpoints:int|None=None,# keep only the newest checkpoints; None: all
-    autotuner:dict|None=None,      # L0AutotunerConfig overrides, e.g. a larger integral_gain for short runs
+    autotuner:dict|None=None,      # L0AutotunerConfig overrides; unset gains follow the run's steps (`autotuner_defaults`)
     prefetch:bool=False,           # draw batch t+1 in a background thread during step t (same batches, same result)
 )->SAE|list[SAE]:
     "Train SAEs on fresh batches of `model`'s replayable stream; returns them with the input scale folded, in eval mode"
@@ -329,7 +331,8 @@ def train_sae(
     n_steps = math.ceil(training_samples / (batch_size * world))
     amp = dev.type == 'cuda' if autocast is None else bool(autocast)
     cache, nb = {}, norm_batches or min(1000, n_steps)
-    members = [_Member(s, lr, target_l0, _input_scale(s, model, nb, batch_size, seed, cache), dev, autotuner) for s in saes]
+    members = [_Member(s, lr, target_l0, _input_scale(s, model, nb, batch_size, seed, cache), dev, autotuner, n_steps)
+               for s in saes]
     if world > 1:
         for m in members: [dist.broadcast(t.data, 0) for t in m.sae.state_dict().values()]
     settings = dict(training_samples=training_samples, batch_size=batch_size, lr=lr, seed=seed, target_l0=target_l0,
@@ -431,7 +434,7 @@ class TrainConfig:
     keep_checkpoints:int|None=2            # newest checkpoints kept
     eval_every:int|None=None               # steps between periodic evaluations (logged); None: only at the end
     wandb_project:str|None=None            # W&B project (off by default)
-    autotuner:dict|None=None               # L0AutotunerConfig overrides (e.g. integral_gain for short runs)
+    autotuner:dict|None=None               # L0AutotunerConfig overrides; unset gains follow the run's steps
     prefetch:bool=False                    # draw the next batch in a background thread (same results)
     def __post_init__(self):
         check_range('training_samples', self.training_samples, 1); check_range('batch_size', self.batch_size, 1)
