@@ -21,8 +21,8 @@ __all__ = ['NORMALIZATIONS', 'ARCHS', 'PAPER_TOTAL_STEPS', 'SAEConfig', 'init_de
            'topk_aux_loss', 'TopKSAEConfig', 'TopKSAE', 'BatchTopKSAEConfig', 'BatchTopKSAE', 'rectangle', 'JumpReLUFn',
            'StepFn', 'JumpReLUSAEConfig', 'JumpReLUSAE', 'default_matryoshka_widths', 'matryoshka_widths',
            'MatryoshkaBatchTopKSAEConfig', 'MatryoshkaBatchTopKSAE', 'MatchingPursuitSAEConfig', 'MatchingPursuitSAE',
-           'make_sae', 'load_sae', 'L0AutotunerConfig', 'L0Autotuner', 'jumprelu_paper_v1', 'jumprelu_later',
-           'paper_sae_config']
+           'make_sae', 'load_sae', 'autotuner_defaults', 'L0AutotunerConfig', 'L0Autotuner', 'jumprelu_paper_v1',
+           'jumprelu_later', 'paper_sae_config']
 
 # %% ../nbs/10_saes.ipynb #0e71e8fc
 NORMALIZATIONS = ('none', 'expected_average_only_in')
@@ -333,8 +333,9 @@ class StepFn(torch.autograd.Function):
 @dataclass(frozen=True)
 class JumpReLUSAEConfig(SAEConfig):
     "JumpReLU SAE"
-    jumprelu_init_threshold:float=0.01     # initial θ for every latent
-    jumprelu_bandwidth:float=0.05          # ε of the rectangle kernel
+    decoder_init_norm:float|None=1.0       # unit rows: initial pre-activations on the inputs' scale (reference: 0.1)
+    jumprelu_init_threshold:float=1.0      # initial θ for every latent (reference: 0.01)
+    jumprelu_bandwidth:float=1.0           # ε of the rectangle kernel (reference: 0.05)
     jumprelu_sparsity_loss_mode:Literal['step', 'tanh']='step'  # L0 penalty (DeepMind) or tanh (Anthropic)
     l0_coefficient:float=1.0               # sparsity coefficient c
     l0_warm_up_steps:int=0                 # linear warm-up of c
@@ -635,21 +636,36 @@ def load(cls:SAE, path:str|Path, device:str='cpu')->SAE:
     return load_sae(path, device)
 
 # %% ../nbs/10_saes.ipynb #7a38ef46
+PAPER_TOTAL_STEPS = 195_313
+
+def autotuner_defaults(
+    n_steps:int|None=None,     # training steps of the run; None (or ≥ 195,313): the paper's gains
+)->dict:                       # smoothing, rate_smoothing, integral_gain, convergence_gain
+    "Autotuner gains for a run of `n_steps`, from one time scale τ = 100·min(1, n/195,313)^0.4 (≥ 5) and k = 100/τ"
+    tau = 100. if n_steps is None else max(5., 100. * min(1., n_steps / PAPER_TOTAL_STEPS) ** 0.4)
+    k = 100. / tau
+    return dict(smoothing=(tau - 1) / tau, rate_smoothing=(tau - 5) / tau, integral_gain=3e-4 * k ** 1.5,
+                convergence_gain=0.01 * k ** 1.5)
+
 @dataclass(frozen=True)
 class L0AutotunerConfig:
-    "Gains of the L0 autotuner"
+    "Gains of the L0 autotuner; those left None follow the run length (`autotuner_defaults`)"
     target_l0:float                        # L0 to reach
     start_step:int=0                       # first step that may change the multiplier
-    smoothing:float=0.99                   # EMA factor of the L0
-    rate_smoothing:float=0.95              # EMA factor of the L0 EMA's change
-    integral_gain:float=3e-4               # K_i
+    n_steps:int|None=None                  # training steps the unset gains are resolved for; None: the paper's 195,313
+    smoothing:float|None=None              # EMA factor of the L0; None: 1 − 1/τ (paper 0.99)
+    rate_smoothing:float|None=None         # EMA factor of the L0 EMA's change; None: 1 − 5/τ (paper 0.95)
+    integral_gain:float|None=None          # K_i; None: 3e-4·k^1.5 (paper 3e-4)
     gain_scale:float=10.                   # scale inside tanh(gain_scale·|e|/target)
-    convergence_gain:float=0.01            # gain when already moving towards the target
+    convergence_gain:float|None=None       # gain when already moving towards the target; None: 0.01·k^1.5 (paper 0.01)
     deadband:float=0.                      # no change while |e| <= deadband
     min_multiplier:float=0.01              # clamp of m
     max_multiplier:float=100.              # clamp of m
     def __post_init__(self):
         check_range('target_l0', self.target_l0, 0, lo_open=True); check_int('start_step', self.start_step, 0)
+        if self.n_steps is not None: check_int('n_steps', self.n_steps, 1)
+        for f, v in autotuner_defaults(self.n_steps).items():
+            if getattr(self, f) is None: object.__setattr__(self, f, v)
         for f in ('smoothing', 'rate_smoothing'): check_range(f, getattr(self, f), 0, 1)
         check_range('min_multiplier', self.min_multiplier, 0, self.max_multiplier, lo_open=True)
 
@@ -685,8 +701,6 @@ def jumprelu_later(d_in:int, d_sae:int, target_l0:float, **kw)->JumpReLUSAEConfi
         decoder_init_norm=0.5, jumprelu_bandwidth=1., jumprelu_init_threshold=1., jumprelu_threshold_param='log', target_l0=target_l0), **kw})
 
 # %% ../nbs/10_saes.ipynb #1b8feac4
-PAPER_TOTAL_STEPS = 195_313
-
 def paper_sae_config(
     arch:str,                  # a key of `ARCHS`
     d_in:int,                  # D

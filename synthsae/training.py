@@ -64,11 +64,13 @@ def _tuner_target(sae:SAE, target_l0:float|None)->float|None:
 
 class _Member:
     "Optimiser, autotuner, dead-latent counters and log sums of one SAE"
-    def __init__(self, sae:SAE, lr:float, target_l0:float|None, scale:float, device:torch.device, tuner_kw:dict|None=None):
+    def __init__(self, sae:SAE, lr:float, target_l0:float|None, scale:float, device:torch.device, tuner_kw:dict|None=None,
+                 n_steps:int|None=None):
         self.sae = sae.to(device).train()
         self.opt = torch.optim.Adam(sae.parameters(), lr=lr, betas=(0.9, 0.999), eps=1e-8, fused=device.type in ('cpu', 'cuda'))
         t = _tuner_target(sae, target_l0)
-        self.tuner = None if t is None else L0Autotuner(t, **{'start_step': sae.cfg.autotune_start_step, **(tuner_kw or {})})
+        self.tuner = None if t is None else L0Autotuner(t, **{'start_step': sae.cfg.autotune_start_step, 'n_steps': n_steps,
+                                                               **(tuner_kw or {})})   # explicit settings win
         self.scale = scale                                                  # input scale s (1: none)
         self.since_fired = torch.zeros(sae.cfg.d_sae, dtype=torch.long, device=device)
         self.sums, self.bad_step = {}, torch.full((), -1, dtype=torch.long, device=device)
@@ -248,7 +250,7 @@ class TrainConfig:
     keep_checkpoints:int|None=2            # newest checkpoints kept; None: all
     eval_every:int|None=None               # steps between periodic evaluations (logged); None: only at the end
     wandb_project:str|None=None            # also log to this Weights & Biases project (needs wandb)
-    autotuner:dict|None=None               # L0AutotunerConfig overrides
+    autotuner:dict|None=None               # L0AutotunerConfig overrides; unset gains follow the run's steps
     prefetch:bool=False                    # draw the next batch in a background thread (same batches, same results)
     def __post_init__(self):
         check_range('training_samples', self.training_samples, 1)
@@ -377,7 +379,7 @@ def train_sae(
     run = _resolve_run(cfg, model, device)
     cache = {}
     members = [_Member(s, cfg.lr, cfg.target_l0, _input_scale(s, model, run.norm_batches, cfg.batch_size, cfg.seed, cache),
-                       run.dev, cfg.autotuner) for s in saes]
+                       run.dev, cfg.autotuner, run.n_steps) for s in saes]
     if run.world > 1:
         for m in members: [dist.broadcast(t.data, 0) for t in m.sae.state_dict().values()]
     sig = _signature(members, model, **_signed_settings(cfg, run))

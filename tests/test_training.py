@@ -209,3 +209,35 @@ def test_cuda_bf16_training(tiny, tmp_path):
                       tiny, 100 * 256, batch_size=256, lr=3e-3, device='cuda', progress=False, log_every=50, resume=True,
                       checkpoint_dir=tmp_path/'ck', checkpoint_every=50, norm_batches=2)
     assert all(same_weights(a, b) for a, b in zip(saes, again))
+
+def test_short_run_reaches_target_l0_without_overrides(tiny):
+    # Standard and JumpReLU with the library defaults and no autotuner overrides, 600 steps of 1,024 on one stream
+    # (≈ 10 s on one idle core): L0 within 15% of the target, MCC at least 0.15 above the untrained SAE's
+    mk = lambda: [make_sae('standard', tiny.hidden_dim, 64, seed=0), make_sae('jumprelu', tiny.hidden_dim, 64, seed=0)]
+    saes = train_sae(mk(), tiny, 600 * 1024, batch_size=1024, lr=3e-3, target_l0=4., progress=False)
+    for s, s0 in zip(saes, mk()):
+        e, e0 = evaluate(s, tiny, 20_000, seed=0), evaluate(s0, tiny, 20_000, seed=0)
+        assert abs(e.sae_l0 - 4) <= 0.15 * 4, (s.architecture, e.sae_l0)
+        assert e.mcc >= e0.mcc + 0.15, (s.architecture, e.mcc, e0.mcc)
+
+def test_autotuner_gains_are_the_papers_at_its_length(tiny, tmp_path):
+    from synthsae.saes import L0AutotunerConfig, PAPER_TOTAL_STEPS, autotuner_defaults, jumprelu_paper_v1
+    from synthsae.training import _Member
+    paper = dict(smoothing=0.99, rate_smoothing=0.95, integral_gain=3e-4, gain_scale=10., convergence_gain=0.01)
+    gains = lambda cfg: {k: getattr(cfg, k) for k in paper}
+    assert gains(L0AutotunerConfig(25., n_steps=PAPER_TOTAL_STEPS)) == paper == gains(L0AutotunerConfig(25.))
+    for arch in ('standard', 'jumprelu'):      # what the trainer builds for the paper's run, warm-up start included
+        sae = ARCHS[arch](paper_sae_config(arch, 768, 64, 25.))
+        m = _Member(sae, 3e-4, None, 1., torch.device('cpu'), None, PAPER_TOTAL_STEPS)
+        assert gains(m.tuner.cfg) == paper and m.tuner.cfg.start_step == {'standard': 65_104, 'jumprelu': 0}[arch]
+    over = _Member(make_sae('standard', 8, 16, target_l0=3.), 1e-3, None, 1., torch.device('cpu'), dict(integral_gain=0.02), 600)
+    assert over.tuner.cfg.integral_gain == 0.02 and over.tuner.cfg.smoothing == autotuner_defaults(600)['smoothing']
+    jr = jumprelu_paper_v1(768, 64, 25.)        # the paper preset keeps its own initialisation
+    assert (jr.jumprelu_init_threshold, jr.jumprelu_bandwidth, jr.decoder_init_norm) == (0.5, 2., 0.5)
+    # train_sae resolves the gains for its own step count: the first update is 1 + K_i(n)·tanh(10|ℓ − 4|/4)
+    train_sae(make_sae('standard', tiny.hidden_dim, 64, seed=0), tiny, 3 * 64, batch_size=64, target_l0=4., progress=False,
+              log_every=1, log_path=tmp_path/'log.jsonl')
+    r = read_log(tmp_path/'log.jsonl')[0]
+    k_i = autotuner_defaults(3)['integral_gain']
+    adj = k_i * math.tanh(10 * abs(r['l0'] - 4) / 4)
+    assert math.isclose(r['multiplier'], 1 + math.copysign(adj, r['l0'] - 4), rel_tol=1e-12)
