@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from synthsae.core import make_generator, unit_rows
 from synthsae.saes import *
+from synthsae.training import L0Autotuner
 from synthsae.testing import assert_linear_close, assert_sums_close, linear_magnitude, sum_tol
 
 REF = Path(__file__).parent/'data'/'ref_saes'
