@@ -1,5 +1,5 @@
 "SAE architectures: sparse kernels against dense decoding, folding, file formats (ours and the reference's), losses"
-import json, math, subprocess, textwrap, warnings
+import json, math, os, subprocess, textwrap, warnings
 from pathlib import Path
 import pytest, torch
 import torch.nn.functional as F
@@ -8,7 +8,7 @@ from synthsae.core import make_generator, unit_rows
 from synthsae.saes import *
 
 REF = Path(__file__).parent/'data'/'ref_saes'
-REF_PY = Path('/work/ref-venv/bin/python')
+REF_PY = os.environ.get('SYNTHSAE_REFERENCE_PYTHON', '')  # a Python with sae_lens (e.g. `make reference-venv`: .ref-venv/bin/python)
 KW = dict(standard={}, topk=dict(k=6), batchtopk=dict(k=6), jumprelu=dict(jumprelu_init_threshold=0.2),
           matryoshka_batchtopk=dict(k=6, matryoshka_widths=(8, 32, 96)),
           matching_pursuit=dict(max_iterations=5, residual_threshold=0., stop_on_duplicate_support=False))
@@ -125,7 +125,7 @@ def test_reference_directories_load(name):
         torch.testing.assert_close(sae.encode(io['x'], mode=mode), io['z'], atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(sae.decode(io['z']), io['x_hat'], atol=1e-5, rtol=1e-5)
 
-@pytest.mark.skipif(not REF_PY.exists(), reason='reference library not installed')
+@pytest.mark.skipif(not REF_PY or not Path(REF_PY).exists(), reason='set SYNTHSAE_REFERENCE_PYTHON to a Python with sae_lens')
 def test_reference_reads_our_directories(tmp_path):
     for arch in KW:
         sae = perturbed(arch); sae.eval(); x = xs(8)
@@ -141,7 +141,7 @@ def test_reference_reads_our_directories(tmp_path):
                 torch.testing.assert_close(sae.encode(io['x']), io['z'], atol=1e-5, rtol=1e-5)
                 torch.testing.assert_close(sae.decode(io['z']), io['x_hat'], atol=1e-5, rtol=1e-5)
         print('ok')""")
-    r = subprocess.run([str(REF_PY), '-c', script], capture_output=True, text=True, timeout=300)
+    r = subprocess.run([REF_PY, '-c', script], capture_output=True, text=True, timeout=300)
     assert r.stdout.strip().endswith('ok'), r.stderr[-2000:]
 
 def test_auxk_hand_computation():
