@@ -75,6 +75,16 @@ def test_sidebar_lists_every_notebook():
     assert [p.name for p in found[1:]] == sorted(p.name for p in expected if p.name != 'index.ipynb')
 
 
+def test_page_names_collide(tmp_path):
+    "nbdev names 31_probes and 76_probes both probes.html: the first keeps nbdev's name, the other its own"
+    nbs = tmp_path/'nbs'; nbs.mkdir()
+    for n, title in (('index', 'Home'), ('01_probes', 'Probes'), ('02_probes', 'F7 probes')):
+        (nbs/f'{n}.ipynb').write_text(json.dumps(_notebook(_md(f'# {title}'), _code('1'))))
+    res = build_docs(tmp_path/'site', nbs_path=nbs, execute=False, engine='pandoc', report=None, progress=False)
+    assert [(p.href, p.title) for p in res.pages] == [('index.html', 'Home'), ('probes.html', 'Probes'), ('02_probes.html', 'F7 probes')]
+    assert sorted(p.name for p in (tmp_path/'site').glob('*.html')) == ['02_probes.html', 'index.html', 'probes.html']
+
+
 def test_failing_notebook_named_rest_built(tmp_path, capsys):
     nbs = tmp_path/'nbs'; nbs.mkdir()
     good = _notebook(_md('# Good\n> fine'), _code('1 + 1'))

@@ -96,6 +96,14 @@ def process_notebook(
     for c in d['cells']: c['source'] = _text(c['source'])
     return d
 
+def rename_page(nb:dict, output_file:str)->dict:
+    "`nb` with another `output-file` in its front matter (both nbdev's raw cell and the metadata)"
+    import yaml
+    fm = {**nb['metadata'].get('frontmatter', {}), 'output-file': output_file}
+    cells = [dict(c, source=f"---\n{yaml.safe_dump(fm, sort_keys=False, allow_unicode=True)}---") if c['cell_type'] == 'raw' and i == 0 else c
+             for i, c in enumerate(nb['cells'])]
+    return {**nb, 'cells': cells, 'metadata': {**nb['metadata'], 'frontmatter': fm}}
+
 def _front(nb:dict, name:str)->tuple[str, str, str]:
     "(title, description, output file) from nbdev's front matter"
     fm = nb['metadata'].get('frontmatter', {})
@@ -401,9 +409,12 @@ def build_docs(
                 failed[str(src)] = err
                 continue
             rel = src.resolve().relative_to(nbs_path.resolve())
-            title, _, out_file = _front(nb, src.stem)
             section = rel.parent.as_posix() if len(rel.parts) > 1 else ''
-            pages.append(DocPage(src, f'{section}/{out_file}' if section else out_file, title, section))
+            title, _, out_file = _front(nb, src.stem)
+            if posixpath.join(section, out_file) in prepared:
+                out_file = f'{src.stem}.html'   # nbdev names 31_probes and 76_probes both probes.html: the later keeps its number
+                nb = rename_page(nb, out_file)
+            pages.append(DocPage(src, posixpath.join(section, out_file), title, section))
             prepared[pages[-1].href] = nb
             if err: failed[str(src)] = err
         site = pages + ([DocPage(None, f'reports/{report.name}', 'Reproduction report', 'Reports')] if report else [])
