@@ -19,9 +19,10 @@ from .core import (resolve_seed, make_generator, unit_rows, cos_sim, check_range
 __all__ = ['DTYPES', 'NORMALIZATIONS', 'ARCHS', 'PAPER_TOTAL_STEPS', 'SAEConfig', 'init_decoder', 'SAEOut', 'mse_loss', 'sae_out',
            'warmup_coefficient', 'SAE', 'sparse_decode', 'runs_to_offsets', 'StandardSAEConfig', 'StandardSAE',
            'topk_aux_loss', 'TopKSAEConfig', 'TopKSAE', 'BatchTopKSAEConfig', 'BatchTopKSAE', 'rectangle', 'JumpReLUFn',
-           'StepFn', 'JumpReLUSAEConfig', 'JumpReLUSAE', 'matryoshka_widths', 'MatryoshkaBatchTopKSAEConfig',
-           'MatryoshkaBatchTopKSAE', 'MatchingPursuitSAEConfig', 'MatchingPursuitSAE', 'make_sae', 'load_sae',
-           'L0AutotunerConfig', 'L0Autotuner', 'jumprelu_paper_v1', 'jumprelu_later', 'paper_sae_config']
+           'StepFn', 'JumpReLUSAEConfig', 'JumpReLUSAE', 'default_matryoshka_widths', 'matryoshka_widths',
+           'MatryoshkaBatchTopKSAEConfig', 'MatryoshkaBatchTopKSAE', 'MatchingPursuitSAEConfig', 'MatchingPursuitSAE',
+           'make_sae', 'load_sae', 'L0AutotunerConfig', 'L0Autotuner', 'jumprelu_paper_v1', 'jumprelu_later',
+           'paper_sae_config']
 
 # %% ../nbs/10_saes.ipynb #0e71e8fc
 DTYPES = dict(float32=torch.float32, float64=torch.float64, bfloat16=torch.bfloat16, float16=torch.float16)
@@ -127,6 +128,10 @@ class SAE(nn.Module):
         return z @ self.W_dec + self.b_dec
     def forward(self, x:Tensor, dead_mask:Tensor|None=None, step:int|None=None, multiplier:float|Tensor=1.)->SAEOut:
         raise NotImplementedError
+    @torch.no_grad()
+    def after_step_(self)->SAE:
+        "Bring parameters back into their domain after an optimiser step (the trainer calls it; nothing to do here)"
+        return self
 
 # %% ../nbs/10_saes.ipynb #617e54a1
 def sparse_decode(
@@ -173,17 +178,19 @@ class StandardSAE(SAE):
 
 # %% ../nbs/10_saes.ipynb #9523ac6a
 def topk_aux_loss(
-    pre_r:Tensor,              # (bs, n_lat) rescaled pre-activations h′
+    pre_r:Tensor,              # (bs, n_lat) pre-activations that rank the dead latents (h′, or h)
     dead_mask:Tensor,          # (n_lat,) bool, True for dead latents
     residual:Tensor,           # (bs, d) x − x̂ (detached here)
     W:Tensor,                  # (n_lat, d) atoms used for decoding (unit rows when rescaling)
+    b_dec:Tensor|None=None,    # (d,) added to the auxiliary reconstruction; None: none (the TopK family)
 )->Tensor:                     # scalar, before the coefficient
     "AuxK: top-⌊D/2⌋ dead pre-activations reconstruct the residual, scaled by min(n_dead/⌊D/2⌋, 1)"
     k_aux = max(residual.shape[-1] // 2, 1)
     dead = dead_mask.to(device=pre_r.device, dtype=torch.bool)
     idx = torch.where(dead, pre_r, -torch.inf).topk(min(k_aux, pre_r.shape[-1]), dim=-1).indices
     vals = torch.where(dead[idx], pre_r.gather(-1, idx), 0.)
-    e_hat = sparse_decode(idx, vals, W)                            # no b_dec
+    e_hat = sparse_decode(idx, vals, W)
+    if b_dec is not None: e_hat = e_hat + b_dec
     scale = (dead.sum() / k_aux).clamp(max=1.)
     return scale * (e_hat - residual.detach().float()).pow(2).sum(-1).mean()
 
@@ -372,6 +379,11 @@ class JumpReLUSAE(SAE):
         self._mode(mode)
         h = self.hidden_pre(x)
         return F.relu(h) * (h > self.get_threshold())
+    @torch.no_grad()
+    def after_step_(self)->JumpReLUSAE:
+        "Raw θ is clamped at 0 after every step, as the reference keeps it (log θ is positive by construction)"
+        if self.cfg.jumprelu_threshold_param == 'raw': self.threshold.clamp_(min=0.)
+        return self
 
 # %% ../nbs/10_saes.ipynb #5f0336ef
 @patch
@@ -383,12 +395,11 @@ def sparsity_loss(self:JumpReLUSAE, h:Tensor, z:Tensor, theta:Tensor)->Tensor:
 
 @patch
 def dead_losses(self:JumpReLUSAE, x:Tensor, x_hat:Tensor, h:Tensor, theta:Tensor, dead_mask:Tensor|None)->dict:
-    "Optional pre-activation loss and TopK-style AuxK (h′ = h·‖d‖, unit atoms) for dead latents"
+    "Optional pre-activation loss and the authors' TopK-style AuxK (rank by h, decode with W_dec and b_dec) for dead latents"
     out, c_pre, c_aux = {}, self.cfg.pre_act_loss_coefficient, self.cfg.topk_aux_loss_coefficient
     if dead_mask is None: return out
-    norms = self.W_dec_norm()
-    if c_pre: out['pre_act_loss'] = c_pre * (F.relu(theta - h) * dead_mask * norms).sum(-1).mean()
-    if c_aux: out['auxiliary_reconstruction_loss'] = c_aux * topk_aux_loss(h * norms, dead_mask, x - x_hat, unit_rows(self.W_dec))
+    if c_pre: out['pre_act_loss'] = c_pre * (F.relu(theta - h) * dead_mask * self.W_dec_norm()).sum(-1).mean()
+    if c_aux: out['auxiliary_reconstruction_loss'] = c_aux * topk_aux_loss(h, dead_mask, x - x_hat, self.W_dec, self.b_dec)
     return out
 
 @patch
@@ -401,9 +412,14 @@ def forward(self:JumpReLUSAE, x:Tensor, dead_mask:Tensor|None=None, step:int|Non
                    **self.dead_losses(x, x_hat, h, theta, dead_mask))
 
 # %% ../nbs/10_saes.ipynb #a538fe8d
+def default_matryoshka_widths(d_sae:int)->tuple[int, ...]:
+    "The paper's nesting (128, 512, 2048 of 4,096) at any width: L/32, L/8, L/2 and L, rounded, strictly increasing"
+    return tuple(sorted({w for w in (round(d_sae / 32), round(d_sae / 8), round(d_sae / 2), d_sae) if w >= 1}))
+
 def matryoshka_widths(widths, d_sae:int)->tuple[int, ...]:
-    "Validated prefix widths ending at `d_sae` (a new tuple; the input is never mutated)"
-    if widths is None or len(widths) == 0: raise ValueError(f"matryoshka_widths must be a non-empty increasing list of widths <= d_sae={d_sae}, got {widths!r}")
+    "Validated prefix widths ending at `d_sae` (a new tuple; the input is never mutated); None: the paper's nesting"
+    if widths is None: return default_matryoshka_widths(d_sae)
+    if len(widths) == 0: raise ValueError(f"matryoshka_widths must be a non-empty increasing list of widths <= d_sae={d_sae}, got {widths!r}")
     ws = [int(w) for w in widths]
     if any(w < 1 or w > d_sae for w in ws): raise ValueError(f"matryoshka_widths must lie in 1..d_sae={d_sae}, got {list(widths)}")
     if any(b <= a for a, b in zip(ws, ws[1:])): raise ValueError(f"matryoshka_widths must be strictly increasing, got {list(widths)}")
@@ -416,7 +432,7 @@ def matryoshka_widths(widths, d_sae:int)->tuple[int, ...]:
 @dataclass(frozen=True)
 class MatryoshkaBatchTopKSAEConfig(BatchTopKSAEConfig):
     "Matryoshka BatchTopK SAE"
-    matryoshka_widths:tuple[int, ...]|None=None  # strictly increasing prefix widths (L appended if missing)
+    matryoshka_widths:tuple[int, ...]|None=None  # strictly increasing prefix widths (L appended if missing); None: L/32, L/8, L/2, L
     use_matryoshka_aux_loss:bool=False     # per-level AuxK instead of the global one (paper: on)
     def __post_init__(self):
         super().__post_init__()
@@ -561,7 +577,8 @@ def fold_input_scale_(self:SAE, s:float)->SAE:
         self.cfg = replace(self.cfg, residual_threshold=self.cfg.residual_threshold / s)
         return self
     self.W_enc.mul_(s); self.W_dec.div_(s)
-    if isinstance(self, BatchTopKSAE): self.topk_threshold.div_(s)
+    # θ compares with h·‖d‖ when rescaling (h is unchanged by the fold, ‖d‖ shrinks by s), else with h itself
+    if isinstance(self, BatchTopKSAE) and self.cfg.rescale_acts_by_decoder_norm: self.topk_threshold.div_(s)
     return self
 
 # %% ../nbs/10_saes.ipynb #cc48542e
@@ -668,10 +685,10 @@ def jumprelu_paper_v1(d_in:int, d_sae:int, target_l0:float, **kw)->JumpReLUSAECo
         topk_aux_loss_coefficient=1., jumprelu_threshold_param='log', target_l0=target_l0, autotune_start_step=0), **kw})
 
 def jumprelu_later(d_in:int, d_sae:int, target_l0:float, **kw)->JumpReLUSAEConfig:
-    "The authors' later JumpReLU: step mode, c = 1, bandwidth 1, θ₀ 1, no AuxK"
+    "The authors' later JumpReLU: step mode, c = 1, bandwidth 1, θ₀ 1, no AuxK, decoder init norm 0.5"
     return JumpReLUSAEConfig(d_in=d_in, d_sae=d_sae, **{**dict(
         normalize_activations='expected_average_only_in', jumprelu_sparsity_loss_mode='step', l0_coefficient=1.,
-        jumprelu_bandwidth=1., jumprelu_init_threshold=1., jumprelu_threshold_param='log', target_l0=target_l0), **kw})
+        decoder_init_norm=0.5, jumprelu_bandwidth=1., jumprelu_init_threshold=1., jumprelu_threshold_param='log', target_l0=target_l0), **kw})
 
 # %% ../nbs/10_saes.ipynb #1b8feac4
 PAPER_TOTAL_STEPS = 195_313
@@ -690,7 +707,6 @@ def paper_sae_config(
     base = dict(
         standard=dict(l1_coefficient=2., l1_warm_up_steps=total_steps // 3, target_l0=target_l0, autotune_start_step=total_steps // 3),
         topk=dict(k=int(target_l0)), batchtopk=dict(k=target_l0),
-        matryoshka_batchtopk=dict(k=target_l0, use_matryoshka_aux_loss=True,
-                                  matryoshka_widths=tuple(sorted({w for w in (d_sae // 32, d_sae // 8, d_sae // 2, d_sae) if w > 0}))),
+        matryoshka_batchtopk=dict(k=target_l0, use_matryoshka_aux_loss=True, matryoshka_widths=default_matryoshka_widths(d_sae)),
         matching_pursuit=dict(max_iterations=int(target_l0), residual_threshold=0., stop_on_duplicate_support=False))[arch]
     return ARCHS[arch].config_class(d_in=d_in, d_sae=d_sae, **{**base, **kw})

@@ -135,6 +135,7 @@ def sae_step(
     if grad_clip: nn.utils.clip_grad_norm_(sae.parameters(), grad_clip, foreach=True)
     for g in m.opt.param_groups: g['lr'] = lr
     m.opt.step(); m.opt.zero_grad(set_to_none=True)
+    sae.after_step_()                                                   # e.g. JumpReLU's raw θ ≥ 0
     with torch.no_grad():
         z = out.z.detach()                                                  # (bs, n_lat)
         fired, l0 = z.any(0), torch.count_nonzero(z).float() / z.shape[0]   # no (bs, n_lat) bool copy: 4× faster
@@ -255,9 +256,10 @@ def _export(m:_Member)->SAE:
     sae = copy.deepcopy(m.sae).eval()
     return sae.fold_input_scale_(m.scale) if m.scale != 1 else sae
 
-def _batch(model, batch_size:int, step:int, rank:int, world:int, stream, seed:int, device)->Tensor:
-    "Batch `step` of this rank: item step·world + rank of the stream, fp32 on `device`"
-    x = model.sample(batch_size, model.batch_generator(step * world + rank, stream, seed))
+def _batch(model, batch_size:int, step:int, rank:int, world:int, stream, seed:int, device, amp:bool=False)->Tensor:
+    "Batch `step` of this rank: item step·world + rank of the stream (drawn under bf16 autocast if `amp`), fp32 on `device`"
+    with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=amp):
+        x = model.sample(batch_size, model.batch_generator(step * world + rank, stream, seed))
     return x.to(device=device, dtype=torch.float32, non_blocking=True)
 
 # %% ../nbs/20_training.ipynb #3f01c0ab
@@ -305,6 +307,7 @@ def train_sae(
     lr_decay_steps:int=0,          # final linear decay of the lr to 0
     grad_clip:float|None=1.0,      # global gradient-norm clip; None: off
     autocast:bool|None=None,       # bf16 autocast of the SAE forward; None: on for CUDA
+    autocast_data:bool|None=None,  # bf16 autocast while drawing training batches (the paper's); None: on for a CUDA world
     eval_every:int|None=None,      # steps between calls of `eval_fn` (and one at the end)
     eval_fn:Callable|None=None,    # eval_fn(saes, step) -> list of dicts (one per SAE) or a dict; logged
     log_path:str|Path|None=None,   # JSONL log of every logged step
@@ -328,13 +331,14 @@ def train_sae(
     dev = torch.device(device)
     n_steps = math.ceil(training_samples / (batch_size * world))
     amp = dev.type == 'cuda' if autocast is None else bool(autocast)
+    amp_data = model.device.type == 'cuda' if autocast_data is None else bool(autocast_data)
     cache, nb = {}, norm_batches or min(1000, n_steps)
     members = [_Member(s, lr, target_l0, _input_scale(s, model, nb, batch_size, seed, cache), dev, autotuner) for s in saes]
     if world > 1:
         for m in members: [dist.broadcast(t.data, 0) for t in m.sae.state_dict().values()]
     settings = dict(training_samples=training_samples, batch_size=batch_size, lr=lr, seed=seed, target_l0=target_l0,
                     lr_warmup_steps=lr_warmup_steps, lr_decay_steps=lr_decay_steps, lr_schedule=lr_schedule,
-                    grad_clip=grad_clip, autocast=amp, stream=stream, dead_feature_window=dead_feature_window,
+                    grad_clip=grad_clip, autocast=amp, autocast_data=amp_data, stream=stream, dead_feature_window=dead_feature_window,
                     norm_batches=nb, world_size=world, autotuner=autotuner or {})
     sig = _signature(members, model, **settings)
     ckpt_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
@@ -344,7 +348,7 @@ def train_sae(
     if log_path is not None and rank == 0: (_truncate_log(Path(log_path), start) if resume else Path(log_path).unlink(missing_ok=True))
     logger = _Logger(log_path, wandb_project, sig, progress, start, n_steps, rank)
     try: _loop(members, model, range(start, n_steps), n_steps, dict(
-            lr=lr, batch_size=batch_size, seed=seed, stream=stream, rank=rank, world=world, dev=dev, amp=amp,
+            lr=lr, batch_size=batch_size, seed=seed, stream=stream, rank=rank, world=world, dev=dev, amp=amp, amp_data=amp_data,
             grad_clip=grad_clip, window=dead_feature_window, warmup=lr_warmup_steps, decay=lr_decay_steps,
             schedule=lr_schedule, log_every=log_every, eval_every=eval_every, eval_fn=eval_fn,
             ckpt_dir=ckpt_dir, ckpt_every=checkpoint_every, keep=keep_checkpoints, sig=sig, last=last, prefetch=prefetch), logger)
@@ -382,7 +386,7 @@ def _loop(members:list, model, steps:range, n_steps:int, c:dict, logger:_Logger)
 
 def _batches(model, steps:range, c:dict):
     "(t, batch t) for t in `steps`; with `prefetch`, batch t+1 is drawn in a thread while the caller trains on batch t"
-    get = lambda t: _batch(model, c['batch_size'], t, c['rank'], c['world'], c['stream'], c['seed'], c['dev'])
+    get = lambda t: _batch(model, c['batch_size'], t, c['rank'], c['world'], c['stream'], c['seed'], c['dev'], c['amp_data'])
     if not c['prefetch']:
         for t in steps: yield t, get(t)
         return
@@ -422,6 +426,7 @@ class TrainConfig:
     lr_schedule:str='constant'             # 'constant' | 'cosine'
     grad_clip:float|None=1.0               # global gradient-norm clip
     autocast:bool|None=None                # bf16 autocast; None: on for CUDA
+    autocast_data:bool|None=None           # bf16 autocast while drawing training data (the paper's); None: on for CUDA
     dead_feature_window:int=1000           # steps without firing after which a latent is dead
     log_every:int=100                      # steps between log records
     norm_batches:int|None=None             # batches for the input scale (None: min(1000, steps))
