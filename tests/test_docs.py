@@ -64,6 +64,7 @@ def test_figures_embedded_and_math(site):
     assert '<math' in hier and 'MathJax' not in hier and 'katex' not in hier.lower()
     # every page lists the others, with links relative to itself; links into the site point at the local pages
     assert '<a href="hierarchy.html">Hierarchy</a>' in index
+    assert 'href="core.html"' in index and not re.search(r'href="[^"]*\.ipynb', index)   # links to notebooks reach their pages
     assert 'synthsae.github.io' not in hier and re.search(r'<a href="hierarchy\.html#\w+"><code>', hier)
 
 

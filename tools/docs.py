@@ -96,6 +96,10 @@ def process_notebook(
     for c in d['cells']: c['source'] = _text(c['source'])
     return d
 
+def _nbdev_name(nb_file:str)->str:
+    "nbdev's page name of a notebook: '00_core.ipynb' → 'core.html' (its `_nbpath2html`)"
+    return re.sub(r'^\d+[a-zA-Z0-9]*_', '', posixpath.basename(nb_file).lower()).rsplit('.', 1)[0] + '.html'
+
 def rename_page(nb:dict, output_file:str)->dict:
     "`nb` with another `output-file` in its front matter (both nbdev's raw cell and the metadata)"
     import yaml
@@ -221,12 +225,23 @@ def quarto_options(nb:dict)->dict:
         cells += ([c] if c['source'] or c['outputs'] else []) + md
     return {**nb, 'cells': cells}
 
-def _local_links(nb:dict, href:str)->dict:
-    "Links into the published site (nbdev's `add_links`) pointed at the local pages"
+_re_nb_target = re.compile(r'\]\((?![a-z][a-z0-9+.-]*:|/|#)([^)\s#]+\.ipynb)(#[^)\s]*)?\)', re.I)
+
+def _local_links(nb:dict, page:DocPage, site:list[DocPage])->dict:
+    "Links into the published site (nbdev's `add_links`) and to other notebooks pointed at the local pages"
     cfg = _config()
-    site = f"{cfg.get('doc_host', '').rstrip('/')}{cfg.get('doc_baseurl', '')}".rstrip('/') + '/'
-    up = '../' * href.count('/')
-    return json.loads(json.dumps(nb).replace(json.dumps(site)[1:-1], up)) if site != '/' else nb
+    url = f"{cfg.get('doc_host', '').rstrip('/')}{cfg.get('doc_baseurl', '')}".rstrip('/') + '/'
+    here = posixpath.dirname(page.href) or '.'
+    text = json.dumps(nb)
+    nb = json.loads(text.replace(json.dumps(url)[1:-1], '../' * page.href.count('/')) if url != '/' else text)
+    hrefs = {p.src.resolve(): p.href for p in site if p.src is not None}
+    def target(m):   # a notebook outside this build gets nbdev's page name for it
+        nb_file = m.group(1)
+        h = hrefs.get((page.src.parent/nb_file).resolve()) or posixpath.join(posixpath.dirname(nb_file), _nbdev_name(nb_file))
+        return '](' + posixpath.relpath(h, here) + (m.group(2) or '') + ')'
+    for c in nb['cells']:
+        if c['cell_type'] == 'markdown': c['source'] = _re_nb_target.sub(target, _text(c['source']))
+    return nb
 
 _TEMPLATE = r'''<!DOCTYPE html>
 <html lang="en">
@@ -330,7 +345,7 @@ def _render_pandoc(site:list[DocPage], prepared:dict, dst:Path)->dict:
     failed = {}
     for p in site:
         if p.src is None: continue
-        try: render_page(_local_links(prepared[p.href], p.href), dst/p.href, nav_html(site, p.href), resource_path=p.src.parent)
+        try: render_page(_local_links(prepared[p.href], p, site), dst/p.href, nav_html(site, p.href), resource_path=p.src.parent)
         except Exception as e: failed[str(p.src)] = f"pandoc: {_error_message(e)}"
     return failed
 

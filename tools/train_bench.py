@@ -34,9 +34,9 @@ def _sync(device):
 
 
 class FixedBatch:
-    "A data stream returning one batch at every step, with what `train_sae` reads of a world: `sample`, `batch_generator`, `hidden_dim`, `cfg`"
-    def __init__(self, x:torch.Tensor, cfg): self.x, self.hidden_dim, self.cfg = x, x.shape[1], cfg   # cfg: the world's the batch came from
-    def batch_generator(self, *args): return None
+    "The world `model`, except that every batch it draws is `x`: `train_sae` on it times the SAE step alone"
+    def __init__(self, model:SyntheticModel, x:torch.Tensor): self.model, self.x = model, x
+    def __getattr__(self, name): return getattr(self.model, name)   # hidden_dim, cfg, device, batch_generator, …
     def sample(self, batch_size:int, generator=None)->torch.Tensor: return self.x[:batch_size]
 
 
@@ -65,7 +65,7 @@ def bench_data(model:SyntheticModel, batch_size:int, n_steps:int)->dict:
 def bench_step(model:SyntheticModel, d_sae:int, k:float, batch_size:int, n_steps:int, device)->dict:
     "Samples/s of the BatchTopK training step alone: `train_sae` on one fixed batch"
     x = model.sample(batch_size, model.batch_generator(0, 'train', 2)).to(device)
-    return _timed_train(FixedBatch(x, model.cfg), d_sae, k, batch_size, n_steps, device)
+    return _timed_train(FixedBatch(model, x), d_sae, k, batch_size, n_steps, device)
 
 
 def bench_train(model:SyntheticModel, d_sae:int, k:float, batch_size:int, n_steps:int, device, prefetch:bool=False)->dict:
