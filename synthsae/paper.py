@@ -14,10 +14,11 @@ from .core import check_choice, config_hash, to_jsonable, write_json
 from .evaluation import EvalResult
 from .model import SyntheticModel, SyntheticModelConfig, preset, default_cache_dir, PRESETS, CONFIG_FILE
 from .saes import paper_sae_config, ARCHS
-from .training import RunConfig, TrainConfig, EvalConfig, train_many, build_sae
+from .training import TrainConfig
+from .runs import RunConfig, EvalConfig, train_many, build_sae
 
 # %% auto #0
-__all__ = ['PAPER_ARCHS', 'PAPER_L0S', 'SCALES', 'T2_REFERENCE', 'F2_REFERENCE', 'F2_METRICS', 'T3_METRICS', 'T3_REFERENCE', 'scale_settings', 'paper_l0', 'reference_value', 'scaled_samples', 'sweep_configs', 'sweep_l0s', 'sweep_runs', 'result_rows', 'variant_world', 'run_key', 'train_cached', 'scale_label', 'write_numbers', 'markdown_table', 'REFERENCE_SCRIPT', 'F8_ABLATIONS', 'F8_METRICS', 'flat_dict', 'ConfigTables', 'config_tables', 'flat_stats', 't2_table', 't2_comparisons', 'superposition_rows', 'f1_figure', 'f2_reference', 'comparison_rows', 't3_rows', 't3_comparisons', 't3_markdown', 'superposition_worlds', 'correlation_worlds', 'rows_by_world', 'throughput_config', 'median_seconds', 'machine_info', 'sampler_throughput', 'find_reference_python', 'run_reference', 'reference_throughput', 'f6_figure', 'probe_groups', 'matched_ceiling', 'f7_summary', 'f7_finding', 'f7_comparisons', 'f7_figure', 'ablation_configs', 'ablation_rows', 'f8_figure', 'NOTEBOOKS', 'FINDINGS', 'default_nbs_dir', 'select_notebooks', 'NotebookRun', 'earlier_seconds', 'is_finished', 'run_notebook', 'findings', 'render_report', 'reproduce', 'reproduce_command']
+__all__ = ['PAPER_ARCHS', 'PAPER_L0S', 'SCALES', 'T2_REFERENCE', 'F2_REFERENCE', 'F2_METRICS', 'T3_METRICS', 'T3_REFERENCE', 'scale_settings', 'paper_l0', 'reference_value', 'scaled_samples', 'sweep_configs', 'sweep_l0s', 'sweep_runs', 'result_rows', 'variant_world', 'run_key', 'train_cached', 'scale_label', 'write_numbers', 'markdown_table', 'REFERENCE_SCRIPT', 'F8_ABLATIONS', 'F8_METRICS', 'ConfigTables', 'config_tables', 'flat_stats', 't2_table', 't2_comparisons', 'superposition_rows', 'f1_figure', 'f2_reference', 'comparison_rows', 't3_rows', 't3_comparisons', 't3_markdown', 'superposition_worlds', 'correlation_worlds', 'rows_by_world', 'throughput_config', 'median_seconds', 'machine_info', 'sampler_throughput', 'find_reference_python', 'run_reference', 'reference_throughput', 'f6_figure', 'probe_groups', 'matched_ceiling', 'f7_summary', 'f7_finding', 'f7_comparisons', 'f7_figure', 'ablation_configs', 'ablation_rows', 'f8_figure', 'NOTEBOOKS', 'FINDINGS', 'default_nbs_dir', 'select_notebooks', 'NotebookRun', 'earlier_seconds', 'is_finished', 'run_notebook', 'findings', 'render_report', 'reproduce', 'reproduce_command']
 
 # %% ../nbs/70_paper.ipynb #5d75aaee
 PAPER_ARCHS = ('batchtopk', 'jumprelu', 'matching_pursuit', 'matryoshka_batchtopk', 'standard')
@@ -278,7 +279,7 @@ def markdown_table(
     lines += ['| ' + ' | '.join(fmt(v) for v in row) + ' |' for row in df.itertuples(index=False)]
     return '\n'.join(lines) + '\n'
 
-# %% ../nbs/70a_paper_items.ipynb #95f9ca7f
+# %% ../nbs/70a_paper_items.ipynb #7fc9aed1
 import json, math, os, platform, statistics, subprocess, sys, tempfile, time, warnings
 from dataclasses import replace
 from pathlib import Path
@@ -286,6 +287,7 @@ from typing import NamedTuple
 import matplotlib.pyplot as plt
 import pandas as pd
 import torch
+from .core import flatten_dict
 from .geometry import OrthogonalizationConfig, random_feature_vectors, orthogonalize, superposition_stats, expected_rho_mm
 from .correlation import low_rank_correlation_stats
 from .model import SyntheticModel, SyntheticModelConfig, preset, _bench_recipe
@@ -294,17 +296,9 @@ from .evaluation import as_scorable, best_match
 from .probes import probe_ceiling
 from .figures import arch_style, arch_order, METRIC_LABELS
 from .saes import paper_sae_config
-from .training import RunConfig
+from .runs import RunConfig
 
-# %% ../nbs/70a_paper_items.ipynb #e740797f
-def flat_dict(d:dict, prefix:str='')->dict:
-    "A nested dict as one level, keys joined by dots: {'a': {'b': 1}} → {'a.b': 1}"
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict): out.update(flat_dict(v, f'{prefix}{k}.'))
-        else: out[f'{prefix}{k}'] = v
-    return out
-
+# %% ../nbs/70a_paper_items.ipynb #a011e918
 class ConfigTables(NamedTuple):
     "Table T1 at one scale"
     worlds:pd.DataFrame          # one row per world config field: the benchmark's value beside the scale's
@@ -324,7 +318,7 @@ _PROTOCOL = ('d_sae', 'training_samples', 'batch_size', 'lr', 'eval_samples', 's
 
 def config_tables(s:dict)->ConfigTables:
     "Table T1 for the scale settings `s` (`scale_settings`)"
-    bench, here = flat_dict(preset('synthsaebench-16k').to_dict()), flat_dict(preset(s['model']).to_dict())
+    bench, here = flatten_dict(preset('synthsaebench-16k').to_dict()), flatten_dict(preset(s['model']).to_dict())
     worlds = [{'field': k, 'benchmark': str(bench.get(k)), f"this scale ({s['model']})": str(here.get(k))}
               for k in dict.fromkeys([*bench, *here])]
     protocol = [dict(field='target_l0s' if k == 'l0s' else k, value=str(s[k])) for k in _PROTOCOL]
@@ -335,7 +329,7 @@ def config_tables(s:dict)->ConfigTables:
         archs.append(dict(arch=a, settings='; '.join(f'{k}={v}' for k, v in cfg.items() if k not in skip)))
     return ConfigTables(pd.DataFrame(worlds), pd.DataFrame(protocol), pd.DataFrame(archs))
 
-# %% ../nbs/70a_paper_items.ipynb #547f6638
+# %% ../nbs/70a_paper_items.ipynb #35bc38ad
 def flat_stats(st:WorldStats)->dict:
     "The statistics as one flat dict, rate ratios as 'rate_ratio/<group>'; quantities not measured are left out"
     d = st.to_dict()
@@ -362,7 +356,7 @@ def t2_comparisons(t2:pd.DataFrame, s:dict)->list[dict]:
     return [dict(item='T2', quantity=r.quantity, measured=r.measured, reference=r.reference, note=note(r))
             for r in t2.itertuples() if r.reference is not None and r.reference == r.reference]
 
-# %% ../nbs/70a_paper_items.ipynb #4d025d0e
+# %% ../nbs/70a_paper_items.ipynb #06c89ab6
 def superposition_rows(
     num_features:int,          # N
     dims:list,                 # hidden dimensions D
@@ -378,6 +372,7 @@ def superposition_rows(
         for kind, M in (('random', W), (kind_o, W_o)):
             ss = superposition_stats(M)
             rows.append(dict(num_features=num_features, hidden_dim=d, kind=kind, rho_mm=ss.rho_mm,
+                             rho_mm_se=ss.max_abs_cos.std().item() / math.sqrt(num_features),
                              mean_abs_cos=ss.mean_abs_cos, p95=ss.mean_percentiles[95], p99=ss.mean_percentiles[99],
                              expected_random=expected_rho_mm(num_features, d)))
     return pd.DataFrame(rows)
@@ -397,7 +392,7 @@ def f1_figure(f1:pd.DataFrame, label:str)->plt.Figure:
     plt.close(fig)
     return fig
 
-# %% ../nbs/70a_paper_items.ipynb #bc9433c1
+# %% ../nbs/70a_paper_items.ipynb #19cd2fc9
 def f2_reference(
     s:dict,                    # scale settings
     l0s:list,                  # this scale's target L0s
@@ -430,7 +425,7 @@ def comparison_rows(
             out.append(c if note is None else dict(c, note=note))
     return out
 
-# %% ../nbs/70a_paper_items.ipynb #74ba614c
+# %% ../nbs/70a_paper_items.ipynb #c1d820f7
 def t3_rows(
     main:pd.DataFrame,         # the sweep's rows in their paper eval mode (`result_rows`), with arch, l0, seed
     s:dict,                    # scale settings
@@ -464,7 +459,7 @@ def t3_markdown(t3:pd.DataFrame)->str:
         cells[m] = [_t3_cell(*v) for v in zip(t3[m], t3[f'{m}_std'], t3.n_seeds, t3[f'{m}_paper'])]
     return markdown_table(cells)
 
-# %% ../nbs/70a_paper_items.ipynb #74c721ae
+# %% ../nbs/70a_paper_items.ipynb #a612b829
 def superposition_worlds(
     s:dict,                    # scale settings (its `model` is rebuilt)
     dims:list,                 # hidden dimensions D
@@ -512,7 +507,7 @@ def rows_by_world(
         rows += result_rows(rs, **{key: v}, **{f: w[f] for f in fields})
     return rows
 
-# %% ../nbs/70a_paper_items.ipynb #61207b30
+# %% ../nbs/70a_paper_items.ipynb #851538f8
 def throughput_config(
     num_features:int,          # N
     hidden_dim:int=768,        # D
@@ -536,7 +531,7 @@ def machine_info()->dict:
                 torch=torch.__version__, torch_threads=torch.get_num_threads(), load_avg_1min=load,
                 cuda=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)
 
-# %% ../nbs/70a_paper_items.ipynb #d59abc0b
+# %% ../nbs/70a_paper_items.ipynb #c72b1666
 _DENSE_COLUMNS = ['sampler', 'num_features', 'total_root_nodes', 'ms_per_batch', 'samples_per_second']
 
 def _timed_world(n:int, hidden_dim:int, device)->tuple[SyntheticModel, float]:
@@ -579,7 +574,7 @@ def sampler_throughput(
         if n in keep: kept[n] = m
     return pd.DataFrame(rows), pd.DataFrame(dense, columns=_DENSE_COLUMNS), kept
 
-# %% ../nbs/70a_paper_items.ipynb #0ed2c062
+# %% ../nbs/70a_paper_items.ipynb #8cc54765
 REFERENCE_SCRIPT = r'''
 import json, statistics, sys, time, warnings
 warnings.simplefilter('ignore')
@@ -645,7 +640,7 @@ def reference_throughput(
         rows.append(dict(zip(_REF_COLUMNS, values)))
     return pd.DataFrame(rows, columns=_REF_COLUMNS), errors
 
-# %% ../nbs/70a_paper_items.ipynb #e24f8016
+# %% ../nbs/70a_paper_items.ipynb #9250f4d3
 def _short(n:int)->str: return f"{n:,}" if n < 1024 else f"{n // 1024:,}k" if n < 2**20 else f"{n / 2**20:g}M"
 
 def f6_figure(
@@ -670,7 +665,7 @@ def f6_figure(
     plt.close(fig)
     return fig
 
-# %% ../nbs/70a_paper_items.ipynb #cfbcab0e
+# %% ../nbs/70a_paper_items.ipynb #f63aea29
 def probe_groups(
     f1_probe:torch.Tensor,     # (N,) per-feature probe F1
     model:SyntheticModel,      # the world
@@ -695,7 +690,7 @@ def matched_ceiling(
     counts = torch.bincount(match, minlength=model.num_features)
     return dict(probe_matched=probe_ceiling(f1_probe, k=k, match=match).matched, matched_features=int((counts > 0).sum()))
 
-# %% ../nbs/70a_paper_items.ipynb #6532c71d
+# %% ../nbs/70a_paper_items.ipynb #b975026b
 def f7_summary(
     df:pd.DataFrame,           # one row per run: arch, l0, f1, probe_matched, sae_l0, precision, recall
     pc,                        # the probe's `ProbeCeiling`
@@ -733,7 +728,7 @@ def f7_comparisons(summary:pd.DataFrame, pc, probe_note:str)->list[dict]:
                         measured=r.probe_matched, reference=None, note='matched-set probe ceiling (ours)'))
     return out
 
-# %% ../nbs/70a_paper_items.ipynb #bac2cb24
+# %% ../nbs/70a_paper_items.ipynb #3db09592
 def f7_figure(
     summary:pd.DataFrame,      # `f7_summary`
     pc,                        # the probe's `ProbeCeiling`
@@ -766,7 +761,7 @@ def f7_figure(
     plt.close(fig)
     return fig
 
-# %% ../nbs/70a_paper_items.ipynb #dc0ecdad
+# %% ../nbs/70a_paper_items.ipynb #ddc2d217
 F8_ABLATIONS = {  # arch: ((the paper's arm, the ablated arm), the fields the ablated arm changes)
     'matryoshka_batchtopk': (('Matryoshka aux loss', 'no aux loss'),
                              dict(aux_loss_coefficient=0., use_matryoshka_aux_loss=False)),

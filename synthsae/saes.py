@@ -12,11 +12,11 @@ import torch, torch.nn as nn, torch.nn.functional as F
 from torch import Tensor
 from fastcore.basics import patch
 from safetensors.torch import save_file, load_file
-from .core import (resolve_seed, make_generator, unit_rows, cos_sim, check_range, check_choice,
-                           to_jsonable, atomic_directory, write_json)
+from .core import (resolve_seed, make_generator, unit_rows, cos_sim, check_range, check_choice, check_int,
+                           DTYPES, to_jsonable, atomic_directory, write_json)
 
 # %% auto #0
-__all__ = ['DTYPES', 'NORMALIZATIONS', 'ARCHS', 'PAPER_TOTAL_STEPS', 'SAEConfig', 'init_decoder', 'SAEOut', 'mse_loss', 'sae_out',
+__all__ = ['NORMALIZATIONS', 'ARCHS', 'PAPER_TOTAL_STEPS', 'SAEConfig', 'init_decoder', 'SAEOut', 'mse_loss', 'sae_out',
            'warmup_coefficient', 'SAE', 'sparse_decode', 'runs_to_offsets', 'StandardSAEConfig', 'StandardSAE',
            'topk_aux_loss', 'TopKSAEConfig', 'TopKSAE', 'BatchTopKSAEConfig', 'BatchTopKSAE', 'rectangle', 'JumpReLUFn',
            'StepFn', 'JumpReLUSAEConfig', 'JumpReLUSAE', 'default_matryoshka_widths', 'matryoshka_widths',
@@ -25,13 +25,7 @@ __all__ = ['DTYPES', 'NORMALIZATIONS', 'ARCHS', 'PAPER_TOTAL_STEPS', 'SAEConfig'
            'paper_sae_config']
 
 # %% ../nbs/10_saes.ipynb #0e71e8fc
-DTYPES = dict(float32=torch.float32, float64=torch.float64, bfloat16=torch.bfloat16, float16=torch.float16)
 NORMALIZATIONS = ('none', 'expected_average_only_in')
-
-def _check_int(field:str, value, lo:int=1)->int:
-    "Raise `ValueError` naming `field` unless `value` is an int >= `lo`"
-    if isinstance(value, bool) or not isinstance(value, int): raise ValueError(f"{field} must be an int, got {value!r}")
-    return check_range(field, value, lo)
 
 @dataclass(frozen=True)
 class SAEConfig:
@@ -45,7 +39,7 @@ class SAEConfig:
     device:str='cpu'                       # parameters are initialised on the CPU, then moved here
     dtype:str='float32'                    # parameter dtype: float32 | float64 | bfloat16 | float16
     def __post_init__(self):
-        _check_int('d_in', self.d_in); _check_int('d_sae', self.d_sae)
+        check_int('d_in', self.d_in, 1); check_int('d_sae', self.d_sae, 1)
         if self.decoder_init_norm is not None: check_range('decoder_init_norm', self.decoder_init_norm, 0, lo_open=True)
         check_choice('normalize_activations', self.normalize_activations, NORMALIZATIONS)
         check_choice('dtype', self.dtype, DTYPES)
@@ -160,7 +154,7 @@ class StandardSAEConfig(SAEConfig):
     def __post_init__(self):
         super().__post_init__()
         check_range('l1_coefficient', self.l1_coefficient, 0); check_range('lp_norm', self.lp_norm, 0, lo_open=True)
-        _check_int('l1_warm_up_steps', self.l1_warm_up_steps, 0); _check_int('autotune_start_step', self.autotune_start_step, 0)
+        check_int('l1_warm_up_steps', self.l1_warm_up_steps, 0); check_int('autotune_start_step', self.autotune_start_step, 0)
         if self.target_l0 is not None: check_range('target_l0', self.target_l0, 0, self.d_sae, lo_open=True)
 
 class StandardSAE(SAE):
@@ -204,7 +198,7 @@ class TopKSAEConfig(SAEConfig):
     def __post_init__(self):
         super().__post_init__()
         self._check_k(); check_range('aux_loss_coefficient', self.aux_loss_coefficient, 0)
-    def _check_k(self): _check_int('k', self.k); check_range('k', self.k, 1, self.d_sae)
+    def _check_k(self): check_int('k', self.k, 1); check_range('k', self.k, 1, self.d_sae)
 
 class TopKSAE(SAE):
     "Keep the k largest rescaled pre-activations per sample"
@@ -356,11 +350,11 @@ class JumpReLUSAEConfig(SAEConfig):
         check_range('jumprelu_bandwidth', self.jumprelu_bandwidth, 0, lo_open=True)
         check_choice('jumprelu_sparsity_loss_mode', self.jumprelu_sparsity_loss_mode, ('step', 'tanh'))
         check_choice('jumprelu_threshold_param', self.jumprelu_threshold_param, ('raw', 'log'))
-        check_range('l0_coefficient', self.l0_coefficient, 0); _check_int('l0_warm_up_steps', self.l0_warm_up_steps, 0)
+        check_range('l0_coefficient', self.l0_coefficient, 0); check_int('l0_warm_up_steps', self.l0_warm_up_steps, 0)
         for f in ('pre_act_loss_coefficient', 'topk_aux_loss_coefficient'):
             if getattr(self, f) is not None: check_range(f, getattr(self, f), 0)
         if self.target_l0 is not None: check_range('target_l0', self.target_l0, 0, self.d_sae, lo_open=True)
-        _check_int('autotune_start_step', self.autotune_start_step, 0)
+        check_int('autotune_start_step', self.autotune_start_step, 0)
 
 # %% ../nbs/10_saes.ipynb #85e1b94b
 class JumpReLUSAE(SAE):
@@ -487,7 +481,7 @@ class MatchingPursuitSAEConfig(SAEConfig):
             object.__setattr__(self, 'decoder_init_norm', 1.0)
         super().__post_init__()
         check_range('residual_threshold', self.residual_threshold, 0)
-        if self.max_iterations is not None: _check_int('max_iterations', self.max_iterations)
+        if self.max_iterations is not None: check_int('max_iterations', self.max_iterations, 1)
 
 # %% ../nbs/10_saes.ipynb #32cf7497
 class MatchingPursuitSAE(SAE):
@@ -655,7 +649,7 @@ class L0AutotunerConfig:
     min_multiplier:float=0.01              # clamp of m
     max_multiplier:float=100.              # clamp of m
     def __post_init__(self):
-        check_range('target_l0', self.target_l0, 0, lo_open=True); _check_int('start_step', self.start_step, 0)
+        check_range('target_l0', self.target_l0, 0, lo_open=True); check_int('start_step', self.start_step, 0)
         for f in ('smoothing', 'rate_smoothing'): check_range(f, getattr(self, f), 0, 1)
         check_range('min_multiplier', self.min_multiplier, 0, self.max_multiplier, lo_open=True)
 

@@ -7,7 +7,8 @@ from synthsae.core import make_generator
 from synthsae.model import SyntheticModel
 from synthsae.saes import (make_sae, jumprelu_paper_v1, jumprelu_later, paper_sae_config, BatchTopKSAE, JumpReLUSAE,
                            topk_aux_loss, default_matryoshka_widths)
-from synthsae.training import train_sae, TrainConfig, RunConfig, _Member, sae_step
+from synthsae.training import train_sae, TrainConfig, _Member, sae_step
+from synthsae.runs import RunConfig
 
 EPS32 = torch.finfo(torch.float32).eps
 

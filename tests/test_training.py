@@ -7,7 +7,9 @@ import pytest, torch
 from synthsae.model import SyntheticModel
 from synthsae.saes import ARCHS, make_sae, paper_sae_config, load_sae
 from synthsae.evaluation import evaluate
-from synthsae.training import (train_sae, RunConfig, TrainConfig, EvalConfig, run, train_many, build_sae, read_log,
+from synthsae.testing import assert_sums_close, linear_magnitude
+from synthsae.runs import RunConfig, EvalConfig, run, train_many, build_sae
+from synthsae.training import (train_sae, TrainConfig, read_log,
                                latest_checkpoint)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,7 +121,14 @@ def test_input_scale_is_folded(tiny, tmp_path):
     norms = tiny.sample(20_000, tiny.batch_generator(0, 'eval', 9)).norm(dim=-1)
     assert abs(s * norms.mean() / 48 ** 0.5 - 1) < 0.03   # s = √D / E‖x‖ (3 × 64 samples: σ of the mean norm ≈ 0.5%)
     x = tiny.sample(512, tiny.batch_generator(0, 'eval', 5))
-    torch.testing.assert_close(sae.decode(sae.encode(x)), raw.decode(raw.encode(s * x)) / s, atol=1e-4, rtol=1e-4)
+    # another float order of the same SAE: pre-activations (two d-term sums, the scale folded in: 2d + 8 roundings
+    # on |s x||W_enc| + |b_enc| + |b_dec||W_enc|), carried through the decoder (L + 2 more), divided by s
+    z = raw.encode(s * x)
+    assert torch.equal(sae.encode(x) != 0, z != 0)
+    M_pre = linear_magnitude(s * x, raw.W_enc, raw.b_enc) + linear_magnitude(raw.b_dec, raw.W_enc)
+    d, L = tiny.hidden_dim, raw.cfg.d_sae
+    assert_sums_close(sae.decode(sae.encode(x)), raw.decode(z) / s, 2 * d + 8 + L + 2,
+                      linear_magnitude(M_pre * (z != 0), raw.W_dec, raw.b_dec) / s)
 
 @pytest.mark.skipif(not (ROOT/'.venv'/'bin'/'torchrun').exists() and not any((Path(p)/'torchrun').exists() for p in os.environ.get('PATH', '').split(':')),
                     reason='torchrun not found')
