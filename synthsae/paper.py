@@ -9,8 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 import torch
 from safetensors.torch import save_file, load_file
-import synthsae
-from .core import check_choice, config_hash, to_jsonable, write_json
+from .core import check_choice, config_hash, to_jsonable, write_json, package_dir, package_version
 from .evaluation import EvalResult
 from .model import SyntheticModel, SyntheticModelConfig, preset, default_cache_dir, PRESETS, CONFIG_FILE
 from .saes import paper_sae_config, ARCHS
@@ -198,7 +197,7 @@ def variant_world(
 def _source_hash()->str:
     "SHA-256 (12 hex digits) of the package's Python sources (read once per process)"
     h = hashlib.sha256()
-    for f in sorted(Path(synthsae.__file__).parent.glob('*.py')): h.update(f.name.encode()); h.update(f.read_bytes())
+    for f in sorted(package_dir().glob('*.py')): h.update(f.name.encode()); h.update(f.read_bytes())
     return h.hexdigest()[:12]
 
 def run_key(
@@ -260,7 +259,7 @@ def write_numbers(
 )->dict:                       # the record (also returned when nothing is written)
     "The notebook's JSON record, written atomically as `<out_dir>/<stem>.json`"
     rec = dict(notebook=stem, scale=s['scale'], reduced=s['scale'] != 'paper', label=scale_label(s), settings=s,
-               settings_hash=config_hash(s), device=str(device), version=synthsae.__version__,
+               settings_hash=config_hash(s), device=str(device), version=package_version(),
                torch=torch.__version__, python=platform.python_version(), numbers=numbers, comparisons=list(comparisons))
     rec = to_jsonable(rec)
     if out_dir is not None:
@@ -815,8 +814,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
-import synthsae
-from .core import atomic_file, check_choice, config_hash, to_jsonable, write_json
+from .core import atomic_file, check_choice, config_hash, to_jsonable, write_json, package_dir, package_version
 
 # %% ../nbs/80_paper_reproduce.ipynb #46718b30
 NOTEBOOKS = {
@@ -831,7 +829,7 @@ NOTEBOOKS = {
 
 def default_nbs_dir()->Path:
     "The `nbs/` folder next to the package (an editable install or a source checkout)"
-    return Path(synthsae.__file__).resolve().parent.parent/'nbs'
+    return package_dir().parent/'nbs'
 
 def select_notebooks(
     only:str|list|None=None,   # notebook stems, their names without the number ('worlds') or item IDs ('F2'); None: all
@@ -1093,7 +1091,7 @@ def reproduce(
         if r.status == 'failed': tqdm.write(f'FAILED {n}: {r.error}')
         runs[n] = dict(r._asdict(), items=list(cat[n]), executed=f'notebooks/{n}.ipynb', folder=n)
     recs = _records(out, names)
-    summary = dict(scale=scale, device=str(device), version=synthsae.__version__, wall_s=time.perf_counter() - t0,
+    summary = dict(scale=scale, device=str(device), version=package_version(), wall_s=time.perf_counter() - t0,
                    notebooks_s=sum(r['seconds'] for r in runs.values()),
                    finished=datetime.now(timezone.utc).isoformat(timespec='seconds'), notebooks=runs,
                    failed=[n for n, r in runs.items() if r['status'] == 'failed'],
