@@ -23,3 +23,11 @@ from .saes import make_sae, ARCHS
 from .evaluation import (evaluate, evaluate_modes, mean_correlation_coefficient, feature_uniqueness,
                                  classification_metrics)
 from .training import train_sae, train_many, TrainConfig, EvalConfig, RunConfig, run
+from .formats import read_sae
+
+def __getattr__(name:str):
+    "`synthsae.benchmark_card`, imported on first use (it brings matplotlib and pandas, which `import synthsae` does not)"
+    if name == 'benchmark_card':
+        from synthsae.card import benchmark_card
+        return benchmark_card
+    raise AttributeError(f"module 'synthsae' has no attribute {name!r}")
