@@ -58,7 +58,8 @@ def test_dictionary_learning_by_tensor_names(tmp_path, x):
     sae = randomised(make_sae('standard', 12, 32, seed=0))
     save_dictionary_learning(sae, tmp_path/'dl'); (tmp_path/'dl'/'config.json').unlink()
     same_function(read_sae(tmp_path/'dl'), sae, x)
-    save_dictionary_learning(randomised(make_sae('batchtopk', 12, 32, k=4, seed=0)), tmp_path/'bt'); (tmp_path/'bt'/'config.json').unlink()
+    save_dictionary_learning(randomised(make_sae('batchtopk', 12, 32, k=4, seed=0)), tmp_path/'bt')
+    (tmp_path/'bt'/'config.json').unlink()
     with pytest.raises(FileNotFoundError, match='config.json'): read_sae(tmp_path/'bt')
 
 
@@ -81,12 +82,14 @@ def test_real_sparsify_round_trip(tmp_path, x):
     enc = sc.encode(x)
     z = torch.zeros(len(x), 32).scatter(-1, enc.top_indices, enc.top_acts)
     torch.testing.assert_close(ours.encode(x), z, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(ours.decode(ours.encode(x)), sc.decode(enc.top_acts, enc.top_indices), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ours.decode(ours.encode(x)), sc.decode(enc.top_acts, enc.top_indices),
+                               atol=1e-5, rtol=1e-5)
     mine = randomised(make_sae('topk', 12, 32, k=4, seed=0))
     save_sparsify(mine, tmp_path/'mine')
     there = sparsify.SparseCoder.load_from_disk(tmp_path/'mine')
     e2 = there.encode(x)
-    torch.testing.assert_close(there.decode(e2.top_acts, e2.top_indices), mine.decode(mine.encode(x)), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(there.decode(e2.top_acts, e2.top_indices), mine.decode(mine.encode(x)),
+                               atol=1e-5, rtol=1e-5)
 
 
 # ---- detection and bad input
@@ -102,7 +105,8 @@ def test_detection_errors(tmp_path):
     assert type(read_sae(tmp_path/'both', format='sparsify')).__name__ == 'TopKSAE'
     (tmp_path/'sl'/'sae_weights.safetensors').unlink()
     with pytest.raises(FileNotFoundError, match='sae_weights.safetensors'): detect_format(tmp_path/'sl')
-    with pytest.raises(FileNotFoundError, match=r'missing weights file .*sae\.safetensors'): read_sae(tmp_path/'sl', format='sparsify')
+    with pytest.raises(FileNotFoundError, match=r'missing weights file .*sae\.safetensors'):
+        read_sae(tmp_path/'sl', format='sparsify')
 
 
 def test_bad_input_leaves_no_card(tmp_path, model):
@@ -124,13 +128,16 @@ def test_card_files_and_numbers(tmp_path, model):
     a = make_sae('batchtopk', 48, 64, k=4, seed=0)
     b = make_sae('jumprelu', 48, 64, seed=1)
     save_dictionary_learning(b, tmp_path/'b_dl')
-    card = benchmark_card([a, tmp_path/'b_dl'], model, out=tmp_path/'card', num_samples=1024, batch_size=256, probe_steps=5)
-    assert sorted(p.name for p in (tmp_path/'card').iterdir()) == ['card.csv', 'card.html', 'card.json', 'card.png', 'card.svg']
+    card = benchmark_card([a, tmp_path/'b_dl'], model, out=tmp_path/'card', num_samples=1024, batch_size=256,
+                          probe_steps=5)
+    files = ['card.csv', 'card.html', 'card.json', 'card.png', 'card.svg']
+    assert sorted(p.name for p in (tmp_path/'card').iterdir()) == files
     js = json.loads((tmp_path/'card'/'card.json').read_text())
     assert js['protocol']['num_samples'] == 1024 and js['world']['name'] == 'tiny'
     assert js['saes'][0]['evals']['batch'] == evaluate(a, model, num_samples=1024, batch_size=256).to_dict()
     assert js['saes'][1]['name'] == 'b_dl' and 'dictionary_learning' in js['saes'][1]['source']
-    assert js['saes'][1]['evals']['default'] == evaluate(read_sae(tmp_path/'b_dl'), model, num_samples=1024, batch_size=256).to_dict()
+    b_back = read_sae(tmp_path/'b_dl')
+    assert js['saes'][1]['evals']['default'] == evaluate(b_back, model, num_samples=1024, batch_size=256).to_dict()
     assert js['baseline']['file']['world'] == 'tiny' and js['saes'][0]['probe']['matched'] > 0
     page = (tmp_path/'card'/'card.html').read_text()
     assert 'data:image/png;base64,' in page and 'http' not in page and 'b_dl' in page
@@ -139,8 +146,8 @@ def test_card_files_and_numbers(tmp_path, model):
 
 def test_cli_compares_several(tmp_path):
     for i in range(2): make_sae('topk', 48, 64, k=4, seed=i).save(tmp_path/f's{i}')
-    assert main(['card', '--sae', str(tmp_path/'s0'), '--sae', str(tmp_path/'s1'), '--model', 'tiny', '--out', str(tmp_path/'c'),
-                 '--num-samples', '512', '--probe-steps', '0', '--breakdown', 'False']) == 0
+    assert main(['card', '--sae', str(tmp_path/'s0'), '--sae', str(tmp_path/'s1'), '--model', 'tiny',
+                 '--out', str(tmp_path/'c'), '--num-samples', '512', '--probe-steps', '0', '--breakdown', 'False']) == 0
     js = json.loads((tmp_path/'c'/'card.json').read_text())
     assert [s['name'] for s in js['saes']] == ['s0', 's1'] and js['probe'] is None
 
@@ -159,5 +166,6 @@ def test_shipped_baselines():
     tiny = load_baseline('tiny')
     assert tiny['world_config_hash'] == config_hash(preset('tiny'))
     assert all(p['source'].startswith('synthsae tiny-scale reproduction') for p in tiny['points'])
-    assert {p['arch'] for p in tiny['points']} == {'batchtopk', 'jumprelu', 'matching_pursuit', 'matryoshka_batchtopk', 'standard'}
+    paper_archs = {'batchtopk', 'jumprelu', 'matching_pursuit', 'matryoshka_batchtopk', 'standard'}
+    assert {p['arch'] for p in tiny['points']} == paper_archs
     assert sorted(f.name for f in baseline_dir().glob('*.json')) >= ['synthsaebench-16k.json', 'tiny.json']
