@@ -1,5 +1,6 @@
 "Benchmark card and SAE formats: round trips with the libraries' own files, detection, bad input, card files"
 import json
+from dataclasses import replace
 import pytest
 import torch
 from synthsae.model import SyntheticModel, preset
@@ -169,3 +170,18 @@ def test_shipped_baselines():
     paper_archs = {'batchtopk', 'jumprelu', 'matching_pursuit', 'matryoshka_batchtopk', 'standard'}
     assert {p['arch'] for p in tiny['points']} == paper_archs
     assert sorted(f.name for f in baseline_dir().glob('*.json')) >= ['synthsaebench-16k.json', 'tiny.json']
+
+
+def test_any_object_with_encode_decode_and_W_dec(tmp_path, model):
+    "A plain object (no nn.Module, no cfg) is scored and placed like a library SAE"
+    sae = make_sae('topk', 48, 64, k=4, seed=0)
+
+    class Plain:
+        W_dec = sae.W_dec.detach()
+        def encode(self, x): return sae.encode(x)
+        def decode(self, z): return sae.decode(z)
+
+    card = benchmark_card(Plain(), model, out=tmp_path/'c', num_samples=512, batch_size=256, probe_steps=0)
+    assert card.entries[0].name == 'Plain'
+    ours = evaluate(sae, model, num_samples=512, batch_size=256)
+    assert card.entries[0].headline == replace(ours, eval_mode=None)  # a plain object has no eval modes
