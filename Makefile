@@ -5,7 +5,8 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install install-formats test export-check clean-check nbtest pytest reproduce baselines baselines-tiny bench reference-venv docs clean
+.PHONY: install install-formats test export-check clean-check nbtest pytest pytest-default-isa reproduce baselines baselines-tiny \
+	bench reference-venv docs clean
 
 $(STAMP): settings.ini setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -34,10 +35,18 @@ clean-check: install
 nbtest: install
 	$(BIN)/nbdev_test --n_workers 1 --timing
 
-pytest: install
-	$(PY) -m pytest -q tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
+# pytest's exit code 5 (no tests collected) is a failure too
+PYTEST_TESTS = $(PY) -m pytest -q tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
 
-test: export-check clean-check nbtest pytest
+pytest: install
+	$(PYTEST_TESTS)
+
+# the tests again with torch's non-vectorised kernels and MKL's compatible code path: every sum in another order,
+# as on another CPU (tolerances come from synthsae.testing, derived from the dtype and the magnitudes compared)
+pytest-default-isa: install
+	export ATEN_CPU_CAPABILITY=default MKL_CBWR=COMPATIBLE; $(PYTEST_TESTS)
+
+test: export-check clean-check nbtest pytest pytest-default-isa
 
 # the main job: the paper's tables and figures at the cpu scale (papermill notebooks 71–73), summary.json and
 # report.html under reports/; it resumes, so a second run only redoes what is missing

@@ -22,7 +22,8 @@ from .model import SyntheticModelConfig, ActivationGenerator, SyntheticModel, pr
 from .saes import make_sae, ARCHS
 from .evaluation import (evaluate, evaluate_modes, mean_correlation_coefficient, feature_uniqueness,
                                  classification_metrics)
-from .training import train_sae, train_many, TrainConfig, EvalConfig, RunConfig, run
+from .training import train_sae, TrainConfig
+from .runs import train_many, EvalConfig, RunConfig, run
 from .formats import read_sae
 
 def __getattr__(name:str):

@@ -104,7 +104,7 @@ def train(
 )->dict:
     "Train, evaluate and write one SAE run (`synthsae.training.run`)"
     from dataclasses import replace
-    from synthsae.training import RunConfig, run
+    from synthsae.runs import RunConfig, run
     if config is None: raise ValueError("config: give --config RUN.json (a RunConfig saved with RunConfig.save)")
     p = Path(config)
     if not p.is_file(): raise FileNotFoundError(f"config: no such file {str(p)!r}")
@@ -126,7 +126,7 @@ def eval(
 )->dict:
     "Score a saved SAE against a world's true features in every mode it supports"
     from synthsae.saes import load_sae
-    from synthsae.training import load_model
+    from synthsae.runs import load_model
     from synthsae.evaluation import evaluate_modes
     if sae is None or model is None: raise ValueError("sae and model are required: --sae DIR --model PRESET_OR_DIR")
     if not Path(sae).is_dir(): raise FileNotFoundError(f"sae: no such folder {sae!r}")

@@ -13,9 +13,9 @@ import torch
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['STREAMS', 'resolve_seed', 'splitmix64', 'stream_seed', 'make_generator', 'stream_generator', 'stream_id', 'as_device',
-           'unit_rows', 'cos_sim', 'check_range', 'check_choice', 'to_jsonable', 'config_hash', 'atomic_directory',
-           'atomic_file', 'write_json']
+__all__ = ['STREAMS', 'DTYPES', 'resolve_seed', 'splitmix64', 'stream_seed', 'make_generator', 'stream_generator', 'stream_id',
+           'as_device', 'unit_rows', 'cos_sim', 'check_range', 'check_choice', 'check_int', 'to_jsonable',
+           'config_hash', 'flatten_dict', 'atomic_directory', 'atomic_file', 'write_json']
 
 # %% ../nbs/00_core.ipynb #fb0b6edb
 def resolve_seed(seed:int|None)->int:
@@ -94,6 +94,14 @@ def check_choice(field:str, value, choices:Iterable):
     if value not in choices: raise ValueError(f"{field} must be one of {choices}, got {value!r}")
     return value
 
+# %% ../nbs/00_core.ipynb #745b8012
+def check_int(field:str, value, lo=None, hi=None):
+    "Raise `ValueError` naming `field` unless `value` is an int (bools excluded) within `lo`..`hi`"
+    if isinstance(value, bool) or not isinstance(value, int): raise ValueError(f"{field} must be an int, got {value!r}")
+    return check_range(field, value, lo, hi)
+
+DTYPES = dict(float32=torch.float32, float64=torch.float64, bfloat16=torch.bfloat16, float16=torch.float16)
+
 # %% ../nbs/00_core.ipynb #22298b7c
 def to_jsonable(o:Any)->Any:
     "Plain JSON data from dataclasses, tuples, tensors, paths and numbers"
@@ -110,6 +118,19 @@ def config_hash(o:Any, n:int=12)->str:
     "First `n` hex digits of the SHA-256 of `o`'s canonical JSON"
     s = json.dumps(to_jsonable(o), sort_keys=True, separators=(',', ':'))
     return hashlib.sha256(s.encode()).hexdigest()[:n]
+
+# %% ../nbs/00_core.ipynb #ff306a6f
+def flatten_dict(
+    d:dict,                    # nested dicts (and lists of dicts)
+    sep:str='.',               # joins the keys of a path
+)->dict:                       # {'a.b': value, 'c.0.d': value, …}
+    "One level of keys for a nested dict: each leaf under the path of its keys (list items by index)"
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, list) and v and all(isinstance(x, dict) for x in v): v = {str(i): x for i, x in enumerate(v)}
+        if isinstance(v, dict) and v: out.update({f'{k}{sep}{k2}': v2 for k2, v2 in flatten_dict(v, sep).items()})
+        else: out[str(k)] = v
+    return out
 
 # %% ../nbs/00_core.ipynb #211e8ef7
 @contextmanager

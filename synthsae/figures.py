@@ -16,7 +16,7 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from torch import Tensor
-from .core import atomic_file, check_choice, check_range, cos_sim, stream_generator, stream_id
+from .core import atomic_file, check_choice, check_range, cos_sim, stream_generator, stream_id, flatten_dict
 from .evaluation import ClassificationCounts, as_scorable, best_match, optimal_matching
 
 # %% auto #0
@@ -150,11 +150,11 @@ def similarity_heatmap(
 _ALIASES = {'f1_score': 'f1'}
 
 def _flatten(row:Mapping)->dict:
-    "Scalars first, then nested values by their last key part (`classification/f1_score` → `f1`), never overwriting"
-    key = lambda k: _ALIASES.get(str(k).rsplit('/', 1)[-1], str(k).rsplit('/', 1)[-1])
-    out = {key(k): v for k, v in row.items() if not isinstance(v, Mapping)}
-    for v in (v for v in row.values() if isinstance(v, Mapping)):
-        for k2, v2 in _flatten(v).items(): out.setdefault(k2, v2)
+    "Every leaf under its last key part (`classification/f1_score` → `f1`), shallower keys first, never overwriting"
+    flat, out = flatten_dict(dict(row), sep='/'), {}
+    for k in sorted(flat, key=lambda k: k.count('/')):
+        last = k.rsplit('/', 1)[-1]
+        out.setdefault(_ALIASES.get(last, last), flat[k])
     return out
 
 def results_table(

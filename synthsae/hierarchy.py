@@ -13,7 +13,7 @@ import json
 import torch
 from torch import Tensor, nn
 from fastcore.basics import patch
-from .core import check_range, write_json
+from .core import check_int, check_range, write_json
 
 # %% auto #0
 __all__ = ['HierarchyNode', 'walk_forest', 'validate_hierarchy', 'HierarchyConfig', 'generate_hierarchy', 'FlatHierarchy',
@@ -108,10 +108,6 @@ def validate_hierarchy(
             stack.extend((c, True) for c in reversed(node.children))
 
 # %% ../nbs/04_hierarchy.ipynb #5d679017
-def _check_int(name:str, value)->None:
-    "Raise `ValueError` naming `name` unless `value` is an int (bools excluded)"
-    if isinstance(value, bool) or not isinstance(value, int): raise ValueError(f"{name} must be an int, got {value!r}")
-
 @dataclass(frozen=True)
 class HierarchyConfig:
     "Shape of the ground-truth feature forest (defaults as in the reference)"
@@ -125,19 +121,19 @@ class HierarchyConfig:
     scale_children_by_parent:bool=False            # child value × parent value / parent mean, on every parent
 
     def __post_init__(self):
-        for name in ('total_root_nodes', 'max_depth', 'mutually_exclusive_min_depth'): _check_int(name, getattr(self, name))
+        for name in ('total_root_nodes', 'max_depth', 'mutually_exclusive_min_depth'): check_int(name, getattr(self, name))
         check_range('total_root_nodes', self.total_root_nodes, lo=1)
         bf = self.branching_factor
         if isinstance(bf, list): object.__setattr__(self, 'branching_factor', bf := tuple(bf))
         if isinstance(bf, tuple):
             if len(bf) != 2 or any(isinstance(b, bool) or not isinstance(b, int) for b in bf) or not 2 <= bf[0] <= bf[1]:
                 raise ValueError(f"branching_factor range must be two ints (lo, hi) with 2 <= lo <= hi, got {bf!r}")
-        else: _check_int('branching_factor', bf); check_range('branching_factor', bf, lo=2)
+        else: check_int('branching_factor', bf); check_range('branching_factor', bf, lo=2)
         check_range('max_depth', self.max_depth, lo=1)
         check_range('mutually_exclusive_portion', self.mutually_exclusive_portion, lo=0, hi=1)
         check_range('mutually_exclusive_min_depth', self.mutually_exclusive_min_depth, lo=0)
         if self.mutually_exclusive_max_depth is not None:
-            _check_int('mutually_exclusive_max_depth', self.mutually_exclusive_max_depth)
+            check_int('mutually_exclusive_max_depth', self.mutually_exclusive_max_depth)
             check_range('mutually_exclusive_max_depth', self.mutually_exclusive_max_depth, lo=self.mutually_exclusive_min_depth)
 
 # %% ../nbs/04_hierarchy.ipynb #0171c784

@@ -22,12 +22,10 @@ from .hierarchy import (HierarchyConfig, HierarchyNode, HierarchyModifier, gener
 from .sampler import FeatureSampler, SparseFeatures, sparse_from_pairs
 
 # %% auto #0
-__all__ = ['DTYPES', 'PRESETS', 'CONFIG_FILE', 'WEIGHTS_FILE', 'HIERARCHY_FILE', 'EXTRAS_FILE', 'SyntheticModelConfig',
-           'synth_bench_16k', 'preset', 'ActivationGenerator', 'build_world', 'SyntheticModel', 'default_cache_dir']
+__all__ = ['PRESETS', 'CONFIG_FILE', 'WEIGHTS_FILE', 'HIERARCHY_FILE', 'EXTRAS_FILE', 'SyntheticModelConfig', 'synth_bench_16k',
+           'preset', 'ActivationGenerator', 'build_world', 'SyntheticModel', 'default_cache_dir']
 
 # %% ../nbs/06_model.ipynb #6c256183
-DTYPES = ('float32', 'float64', 'bfloat16', 'float16')
-
 @dataclass(frozen=True)
 class SyntheticModelConfig:
     "Everything that defines a synthetic world (defaults as in the reference; `preset` gives the benchmark)"

@@ -14,7 +14,8 @@ from .evaluation import EvalResult
 from .model import SyntheticModel, SyntheticModelConfig, preset, default_cache_dir, PRESETS, CONFIG_FILE
 from safetensors.torch import save_file, load_file
 from .saes import paper_sae_config, ARCHS
-from .training import RunConfig, TrainConfig, EvalConfig, train_many, build_sae
+from .training import TrainConfig
+from .runs import RunConfig, EvalConfig, train_many, build_sae
 
 # %% auto #0
 __all__ = ['PAPER_ARCHS', 'PAPER_L0S', 'SCALES', 'F2_REFERENCE', 'T3_METRICS', 'T3_REFERENCE', 'scale_settings', 'paper_l0',

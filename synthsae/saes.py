@@ -12,26 +12,20 @@ import torch, torch.nn as nn, torch.nn.functional as F
 from torch import Tensor
 from fastcore.basics import patch
 from safetensors.torch import save_file, load_file
-from .core import (resolve_seed, make_generator, unit_rows, cos_sim, check_range, check_choice,
-                           to_jsonable, atomic_directory, write_json)
+from .core import (resolve_seed, make_generator, unit_rows, cos_sim, check_range, check_choice, check_int,
+                           DTYPES, to_jsonable, atomic_directory, write_json)
 
 # %% auto #0
-__all__ = ['DTYPES', 'NORMALIZATIONS', 'ARCHS', 'PAPER_TOTAL_STEPS', 'SAEConfig', 'init_decoder', 'SAEOut', 'mse_loss', 'sae_out',
+__all__ = ['NORMALIZATIONS', 'ARCHS', 'PAPER_TOTAL_STEPS', 'SAEConfig', 'init_decoder', 'SAEOut', 'mse_loss', 'sae_out',
            'warmup_coefficient', 'SAE', 'sparse_decode', 'runs_to_offsets', 'StandardSAEConfig', 'StandardSAE',
            'topk_aux_loss', 'TopKSAEConfig', 'TopKSAE', 'BatchTopKSAEConfig', 'BatchTopKSAE', 'rectangle', 'JumpReLUFn',
            'StepFn', 'JumpReLUSAEConfig', 'JumpReLUSAE', 'default_matryoshka_widths', 'matryoshka_widths',
            'MatryoshkaBatchTopKSAEConfig', 'MatryoshkaBatchTopKSAE', 'MatchingPursuitSAEConfig', 'MatchingPursuitSAE',
-           'make_sae', 'load_sae', 'L0AutotunerConfig', 'L0Autotuner', 'jumprelu_paper_v1', 'jumprelu_later',
-           'paper_sae_config']
+           'make_sae', 'load_sae', 'autotuner_defaults', 'L0AutotunerConfig', 'L0Autotuner', 'jumprelu_paper_v1',
+           'jumprelu_later', 'paper_sae_config']
 
 # %% ../nbs/10_saes.ipynb #0e71e8fc
-DTYPES = dict(float32=torch.float32, float64=torch.float64, bfloat16=torch.bfloat16, float16=torch.float16)
 NORMALIZATIONS = ('none', 'expected_average_only_in')
-
-def _check_int(field:str, value, lo:int=1)->int:
-    "Raise `ValueError` naming `field` unless `value` is an int >= `lo`"
-    if isinstance(value, bool) or not isinstance(value, int): raise ValueError(f"{field} must be an int, got {value!r}")
-    return check_range(field, value, lo)
 
 @dataclass(frozen=True)
 class SAEConfig:
@@ -45,7 +39,7 @@ class SAEConfig:
     device:str='cpu'                       # parameters are initialised on the CPU, then moved here
     dtype:str='float32'                    # parameter dtype: float32 | float64 | bfloat16 | float16
     def __post_init__(self):
-        _check_int('d_in', self.d_in); _check_int('d_sae', self.d_sae)
+        check_int('d_in', self.d_in, 1); check_int('d_sae', self.d_sae, 1)
         if self.decoder_init_norm is not None: check_range('decoder_init_norm', self.decoder_init_norm, 0, lo_open=True)
         check_choice('normalize_activations', self.normalize_activations, NORMALIZATIONS)
         check_choice('dtype', self.dtype, DTYPES)
@@ -160,7 +154,7 @@ class StandardSAEConfig(SAEConfig):
     def __post_init__(self):
         super().__post_init__()
         check_range('l1_coefficient', self.l1_coefficient, 0); check_range('lp_norm', self.lp_norm, 0, lo_open=True)
-        _check_int('l1_warm_up_steps', self.l1_warm_up_steps, 0); _check_int('autotune_start_step', self.autotune_start_step, 0)
+        check_int('l1_warm_up_steps', self.l1_warm_up_steps, 0); check_int('autotune_start_step', self.autotune_start_step, 0)
         if self.target_l0 is not None: check_range('target_l0', self.target_l0, 0, self.d_sae, lo_open=True)
 
 class StandardSAE(SAE):
@@ -204,7 +198,7 @@ class TopKSAEConfig(SAEConfig):
     def __post_init__(self):
         super().__post_init__()
         self._check_k(); check_range('aux_loss_coefficient', self.aux_loss_coefficient, 0)
-    def _check_k(self): _check_int('k', self.k); check_range('k', self.k, 1, self.d_sae)
+    def _check_k(self): check_int('k', self.k, 1); check_range('k', self.k, 1, self.d_sae)
 
 class TopKSAE(SAE):
     "Keep the k largest rescaled pre-activations per sample"
@@ -339,8 +333,9 @@ class StepFn(torch.autograd.Function):
 @dataclass(frozen=True)
 class JumpReLUSAEConfig(SAEConfig):
     "JumpReLU SAE"
-    jumprelu_init_threshold:float=0.01     # initial θ for every latent
-    jumprelu_bandwidth:float=0.05          # ε of the rectangle kernel
+    decoder_init_norm:float|None=1.0       # unit rows: initial pre-activations on the inputs' scale (reference: 0.1)
+    jumprelu_init_threshold:float=1.0      # initial θ for every latent (reference: 0.01)
+    jumprelu_bandwidth:float=1.0           # ε of the rectangle kernel (reference: 0.05)
     jumprelu_sparsity_loss_mode:Literal['step', 'tanh']='step'  # L0 penalty (DeepMind) or tanh (Anthropic)
     l0_coefficient:float=1.0               # sparsity coefficient c
     l0_warm_up_steps:int=0                 # linear warm-up of c
@@ -348,7 +343,6 @@ class JumpReLUSAEConfig(SAEConfig):
     jumprelu_tanh_scale:float=4.0          # s in tanh(s·z·‖d‖)
     jumprelu_threshold_param:Literal['raw', 'log']='raw'  # learn θ itself or log θ (the reference)
     topk_aux_loss_coefficient:float|None=None   # TopK-style AuxK on dead latents (paper v1: 1.0); None: off
-    topk_aux_loss_style:Literal['authors', 'unit_atoms']='authors'  # AuxK's ranking and atoms (see `dead_losses`)
     target_l0:float|None=None              # L0 the trainer's autotuner aims for (None: no autotuner)
     autotune_start_step:int=0              # first step at which the autotuner acts
     def __post_init__(self):
@@ -357,12 +351,11 @@ class JumpReLUSAEConfig(SAEConfig):
         check_range('jumprelu_bandwidth', self.jumprelu_bandwidth, 0, lo_open=True)
         check_choice('jumprelu_sparsity_loss_mode', self.jumprelu_sparsity_loss_mode, ('step', 'tanh'))
         check_choice('jumprelu_threshold_param', self.jumprelu_threshold_param, ('raw', 'log'))
-        check_choice('topk_aux_loss_style', self.topk_aux_loss_style, ('authors', 'unit_atoms'))
-        check_range('l0_coefficient', self.l0_coefficient, 0); _check_int('l0_warm_up_steps', self.l0_warm_up_steps, 0)
+        check_range('l0_coefficient', self.l0_coefficient, 0); check_int('l0_warm_up_steps', self.l0_warm_up_steps, 0)
         for f in ('pre_act_loss_coefficient', 'topk_aux_loss_coefficient'):
             if getattr(self, f) is not None: check_range(f, getattr(self, f), 0)
         if self.target_l0 is not None: check_range('target_l0', self.target_l0, 0, self.d_sae, lo_open=True)
-        _check_int('autotune_start_step', self.autotune_start_step, 0)
+        check_int('autotune_start_step', self.autotune_start_step, 0)
 
 # %% ../nbs/10_saes.ipynb #85e1b94b
 class JumpReLUSAE(SAE):
@@ -396,18 +389,12 @@ def sparsity_loss(self:JumpReLUSAE, h:Tensor, z:Tensor, theta:Tensor)->Tensor:
     return torch.tanh(self.cfg.jumprelu_tanh_scale * z * self.W_dec_norm()).sum(-1).mean()
 
 @patch
-def aux_loss(self:JumpReLUSAE, x:Tensor, x_hat:Tensor, h:Tensor, dead_mask:Tensor)->Tensor:
-    "TopK-style AuxK on dead latents, uncoefficiented: the authors' (rank by h, decode with W_dec and b_dec) or ours"
-    if self.cfg.topk_aux_loss_style == 'authors': return topk_aux_loss(h, dead_mask, x - x_hat, self.W_dec, self.b_dec)
-    return topk_aux_loss(h * self.W_dec_norm(), dead_mask, x - x_hat, unit_rows(self.W_dec))
-
-@patch
 def dead_losses(self:JumpReLUSAE, x:Tensor, x_hat:Tensor, h:Tensor, theta:Tensor, dead_mask:Tensor|None)->dict:
-    "Optional pre-activation loss and TopK-style AuxK for dead latents"
+    "Optional pre-activation loss and the authors' TopK-style AuxK (rank by h, decode with W_dec and b_dec) for dead latents"
     out, c_pre, c_aux = {}, self.cfg.pre_act_loss_coefficient, self.cfg.topk_aux_loss_coefficient
     if dead_mask is None: return out
     if c_pre: out['pre_act_loss'] = c_pre * (F.relu(theta - h) * dead_mask * self.W_dec_norm()).sum(-1).mean()
-    if c_aux: out['auxiliary_reconstruction_loss'] = c_aux * self.aux_loss(x, x_hat, h, dead_mask)
+    if c_aux: out['auxiliary_reconstruction_loss'] = c_aux * topk_aux_loss(h, dead_mask, x - x_hat, self.W_dec, self.b_dec)
     return out
 
 @patch
@@ -495,7 +482,7 @@ class MatchingPursuitSAEConfig(SAEConfig):
             object.__setattr__(self, 'decoder_init_norm', 1.0)
         super().__post_init__()
         check_range('residual_threshold', self.residual_threshold, 0)
-        if self.max_iterations is not None: _check_int('max_iterations', self.max_iterations)
+        if self.max_iterations is not None: check_int('max_iterations', self.max_iterations, 1)
 
 # %% ../nbs/10_saes.ipynb #32cf7497
 class MatchingPursuitSAE(SAE):
@@ -649,21 +636,36 @@ def load(cls:SAE, path:str|Path, device:str='cpu')->SAE:
     return load_sae(path, device)
 
 # %% ../nbs/10_saes.ipynb #7a38ef46
+PAPER_TOTAL_STEPS = 195_313
+
+def autotuner_defaults(
+    n_steps:int|None=None,     # training steps of the run; None (or ≥ 195,313): the paper's gains
+)->dict:                       # smoothing, rate_smoothing, integral_gain, convergence_gain
+    "Autotuner gains for a run of `n_steps`, from one time scale τ = 100·min(1, n/195,313)^0.4 (≥ 5) and k = 100/τ"
+    tau = 100. if n_steps is None else max(5., 100. * min(1., n_steps / PAPER_TOTAL_STEPS) ** 0.4)
+    k = 100. / tau
+    return dict(smoothing=(tau - 1) / tau, rate_smoothing=(tau - 5) / tau, integral_gain=3e-4 * k ** 1.5,
+                convergence_gain=0.01 * k ** 1.5)
+
 @dataclass(frozen=True)
 class L0AutotunerConfig:
-    "Gains of the L0 autotuner"
+    "Gains of the L0 autotuner; those left None follow the run length (`autotuner_defaults`)"
     target_l0:float                        # L0 to reach
     start_step:int=0                       # first step that may change the multiplier
-    smoothing:float=0.99                   # EMA factor of the L0
-    rate_smoothing:float=0.95              # EMA factor of the L0 EMA's change
-    integral_gain:float=3e-4               # K_i
+    n_steps:int|None=None                  # training steps the unset gains are resolved for; None: the paper's 195,313
+    smoothing:float|None=None              # EMA factor of the L0; None: 1 − 1/τ (paper 0.99)
+    rate_smoothing:float|None=None         # EMA factor of the L0 EMA's change; None: 1 − 5/τ (paper 0.95)
+    integral_gain:float|None=None          # K_i; None: 3e-4·k^1.5 (paper 3e-4)
     gain_scale:float=10.                   # scale inside tanh(gain_scale·|e|/target)
-    convergence_gain:float=0.01            # gain when already moving towards the target
+    convergence_gain:float|None=None       # gain when already moving towards the target; None: 0.01·k^1.5 (paper 0.01)
     deadband:float=0.                      # no change while |e| <= deadband
     min_multiplier:float=0.01              # clamp of m
     max_multiplier:float=100.              # clamp of m
     def __post_init__(self):
-        check_range('target_l0', self.target_l0, 0, lo_open=True); _check_int('start_step', self.start_step, 0)
+        check_range('target_l0', self.target_l0, 0, lo_open=True); check_int('start_step', self.start_step, 0)
+        if self.n_steps is not None: check_int('n_steps', self.n_steps, 1)
+        for f, v in autotuner_defaults(self.n_steps).items():
+            if getattr(self, f) is None: object.__setattr__(self, f, v)
         for f in ('smoothing', 'rate_smoothing'): check_range(f, getattr(self, f), 0, 1)
         check_range('min_multiplier', self.min_multiplier, 0, self.max_multiplier, lo_open=True)
 
@@ -699,8 +701,6 @@ def jumprelu_later(d_in:int, d_sae:int, target_l0:float, **kw)->JumpReLUSAEConfi
         decoder_init_norm=0.5, jumprelu_bandwidth=1., jumprelu_init_threshold=1., jumprelu_threshold_param='log', target_l0=target_l0), **kw})
 
 # %% ../nbs/10_saes.ipynb #1b8feac4
-PAPER_TOTAL_STEPS = 195_313
-
 def paper_sae_config(
     arch:str,                  # a key of `ARCHS`
     d_in:int,                  # D

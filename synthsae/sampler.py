@@ -453,6 +453,7 @@ FeatureSampler.sparse_features, FeatureSampler._sparse_features = sparse_feature
 def demo_sampler(num_features:int=200, rank:int=4, correlation_scale:float=0.2, seed:int=0)->FeatureSampler:
     "A small world with hierarchy (4 roots, branching 3, depth 2, ME, rescale), copula and compensation"
     from synthsae.correlation import generate_random_low_rank_correlation_matrix
+    from synthsae.hierarchy import HierarchyConfig, compensate_probabilities, flatten_hierarchy, generate_hierarchy
     cfg = HierarchyConfig(total_root_nodes=4, branching_factor=3, max_depth=2, mutually_exclusive_portion=1.,
                           compensate_probabilities=True, scale_children_by_parent=True)
     roots = generate_hierarchy(cfg, num_features, seed=seed + 3)

@@ -13,14 +13,12 @@ import torch, torch.nn as nn
 import torch.distributed as dist
 from torch import Tensor
 from .core import (check_range, check_choice, to_jsonable, config_hash, atomic_directory, atomic_file,
-                           write_json, as_device)
-from .model import SyntheticModel, PRESETS
+                           write_json, as_device, flatten_dict)
+from .model import SyntheticModel
 from .saes import SAE, SAEConfig, ARCHS, make_sae, L0Autotuner, BatchTopKSAE
-from .evaluation import evaluate, evaluate_modes
 
 # %% auto #0
-__all__ = ['LR_SCHEDULES', 'lr_factor', 'estimate_input_scale', 'sae_step', 'train_sae', 'TrainConfig', 'EvalConfig', 'RunConfig',
-           'load_model', 'build_sae', 'train_many', 'run']
+__all__ = ['LR_SCHEDULES', 'lr_factor', 'estimate_input_scale', 'sae_step', 'TrainConfig', 'train_config', 'train_sae']
 
 # %% ../nbs/20_training.ipynb #0603aa7f
 LR_SCHEDULES = ('constant', 'cosine')
@@ -66,11 +64,13 @@ def _tuner_target(sae:SAE, target_l0:float|None)->float|None:
 
 class _Member:
     "Optimiser, autotuner, dead-latent counters and log sums of one SAE"
-    def __init__(self, sae:SAE, lr:float, target_l0:float|None, scale:float, device:torch.device, tuner_kw:dict|None=None):
+    def __init__(self, sae:SAE, lr:float, target_l0:float|None, scale:float, device:torch.device, tuner_kw:dict|None=None,
+                 n_steps:int|None=None):
         self.sae = sae.to(device).train()
         self.opt = torch.optim.Adam(sae.parameters(), lr=lr, betas=(0.9, 0.999), eps=1e-8, fused=device.type in ('cpu', 'cuda'))
         t = _tuner_target(sae, target_l0)
-        self.tuner = None if t is None else L0Autotuner(t, **{'start_step': sae.cfg.autotune_start_step, **(tuner_kw or {})})
+        self.tuner = None if t is None else L0Autotuner(t, **{'start_step': sae.cfg.autotune_start_step, 'n_steps': n_steps,
+                                                               **(tuner_kw or {})})   # explicit settings win
         self.scale = scale                                                  # input scale s (1: none)
         self.since_fired = torch.zeros(sae.cfg.d_sae, dtype=torch.long, device=device)
         self.sums, self.bad_step = {}, torch.full((), -1, dtype=torch.long, device=device)
@@ -157,14 +157,9 @@ def _signature(members:list, model, **settings)->dict:
             for m in members]
     return to_jsonable(dict(n_saes=len(members), saes=saes, model=config_hash(model.cfg), **settings))
 
-def _flat(d, prefix=''):
-    if isinstance(d, dict): return {k2: v2 for k, v in d.items() for k2, v2 in _flat(v, f'{prefix}{k}.').items()}
-    if isinstance(d, list) and d and isinstance(d[0], dict): return _flat({str(i): v for i, v in enumerate(d)}, prefix)
-    return {prefix[:-1]: d}
-
 def signature_diff(old:dict, new:dict)->list[str]:
     "Human-readable differences between two run signatures"
-    a, b = _flat(old), _flat(new)
+    a, b = flatten_dict(old), flatten_dict(new)
     return [f"{k}: checkpoint has {a.get(k, '<missing>')!r}, this run has {b.get(k, '<missing>')!r}"
             for k in sorted(set(a) | set(b)) if a.get(k, '<missing>') != b.get(k, '<missing>')]
 
@@ -231,18 +226,94 @@ def _check_finite(members:list, step:int, last_ckpt:Path|None):
             raise FloatingPointError(f"SAE {i} ({m.sae.architecture}): loss is not finite at step {bad}; "
                                      f"last good checkpoint: {last_ckpt if last_ckpt is not None else 'none'}")
 
+# %% ../nbs/20_training.ipynb #ff7da2bd
+@dataclass(frozen=True)
+class TrainConfig:
+    "Training settings: the one definition that `train_sae`, `RunConfig` and the paper's scales share"
+    training_samples:int=1_000_000         # total samples over all ranks (paper: 200M); steps = ⌈samples / (B·ranks)⌉
+    batch_size:int=1024                    # samples per step and rank
+    lr:float=3e-4                          # Adam learning rate (β = 0.9, 0.999, eps 1e-8)
+    seed:int=0                             # data-stream seed (the replication protocol: one per SAE seed)
+    target_l0:float|None=None              # autotuner target for Standard/JumpReLU (None: the SAE config's)
+    lr_warmup_steps:int=0                  # linear lr warm-up
+    lr_decay_steps:int=0                   # final linear lr decay to 0
+    lr_schedule:str='constant'             # 'constant' | 'cosine'
+    grad_clip:float|None=1.0               # global gradient-norm clip; None: off
+    autocast:bool|None=None                # bf16 autocast of the SAE forward; None: on for CUDA
+    autocast_data:bool|None=None           # bf16 autocast while drawing training data (the paper's); None: on for CUDA
+    dead_feature_window:int=1000           # steps without firing after which a latent is dead
+    log_every:int=100                      # steps between log records
+    norm_batches:int|None=None             # batches for the input scale (None: min(1000, steps))
+    stream:str|int='train'                 # data stream name
+    checkpoint_every:int|None=None         # steps between checkpoints (and one at the end); None: none
+    checkpoint_dir:str|None=None           # folder of checkpoints `<samples>/` (a run's default: <out_dir>/checkpoints)
+    keep_checkpoints:int|None=2            # newest checkpoints kept; None: all
+    eval_every:int|None=None               # steps between periodic evaluations (logged); None: only at the end
+    wandb_project:str|None=None            # also log to this Weights & Biases project (needs wandb)
+    autotuner:dict|None=None               # L0AutotunerConfig overrides; unset gains follow the run's steps
+    prefetch:bool=False                    # draw the next batch in a background thread (same batches, same results)
+    def __post_init__(self):
+        check_range('training_samples', self.training_samples, 1)
+        check_range('batch_size', self.batch_size, 1)
+        check_range('lr', self.lr, 0, lo_open=True)
+        check_choice('lr_schedule', self.lr_schedule, LR_SCHEDULES)
+        for f in ('checkpoint_every', 'eval_every', 'log_every', 'norm_batches', 'keep_checkpoints'):
+            if getattr(self, f) is not None: check_range(f, getattr(self, f), 1)
+
+def train_config(
+    cfg:TrainConfig|int|None=None,  # settings to start from; an int is `training_samples`; None: `TrainConfig()`
+    **overrides,                    # `TrainConfig` fields to change
+)->TrainConfig:
+    "`cfg` with `overrides` laid over it; a name that is not a field is an error listing the fields"
+    if isinstance(cfg, int) and not isinstance(cfg, bool): cfg, overrides = None, dict(training_samples=cfg, **overrides)
+    if cfg is not None and not isinstance(cfg, TrainConfig):
+        raise TypeError(f"cfg must be a TrainConfig, an int (training_samples) or None, got {type(cfg).__name__}")
+    names = [f.name for f in fields(TrainConfig)]
+    unknown = sorted(set(overrides) - set(names))
+    if unknown: raise TypeError(f"unknown training settings {unknown}; TrainConfig fields: {names}")
+    return replace(cfg or TrainConfig(), **overrides)
+
 # %% ../nbs/20_training.ipynb #cfeee41d
-def _check_inputs(saes:list, model, training_samples:int, batch_size:int, lr:float, stream:str|int):
-    "Reject SAEs that cannot read the model's activations and impossible settings"
+def _check_inputs(saes:list, model, cfg:TrainConfig, resume:bool):
+    "Reject SAEs that cannot read the model's activations and settings that cannot work together"
     if not saes: raise ValueError("sae_or_saes must be an SAE or a non-empty list of SAEs")
     for i, s in enumerate(saes):
         if not isinstance(s, SAE): raise TypeError(f"sae_or_saes[{i}] must be a synthsae SAE, got {type(s).__name__}")
         if s.cfg.d_in != model.hidden_dim:
-            raise ValueError(f"SAE {i} ({s.architecture}) has d_in={s.cfg.d_in} (W_enc {tuple(s.W_enc.shape)}) but the model's "
-                             f"activations have hidden_dim={model.hidden_dim} (x of shape (batch_size, {model.hidden_dim}))")
+            raise ValueError(f"SAE {i} ({s.architecture}) has d_in={s.cfg.d_in} (W_enc {tuple(s.W_enc.shape)}) but the "
+                             f"model's activations have hidden_dim={model.hidden_dim} "
+                             f"(x of shape (batch_size, {model.hidden_dim}))")
     if len({id(s) for s in saes}) != len(saes): raise ValueError("sae_or_saes contains the same SAE twice")
-    check_range('training_samples', training_samples, 1); check_range('batch_size', batch_size, 1)
-    check_range('lr', lr, 0, lo_open=True)
+    if resume and cfg.checkpoint_dir is None: raise ValueError("resume=True needs a checkpoint_dir")
+    if cfg.checkpoint_every is not None and cfg.checkpoint_dir is None:
+        raise ValueError("checkpoint_every needs a checkpoint_dir")
+
+@dataclass(frozen=True)
+class _Run:
+    "What a run resolves from its settings, the process group and the devices"
+    rank:int                   # this process
+    world:int                  # processes
+    dev:torch.device           # where the SAEs train
+    n_steps:int                # ⌈training_samples / (batch_size·world)⌉
+    amp:bool                   # bf16 autocast of the SAE forward
+    amp_data:bool              # bf16 autocast while drawing batches
+    norm_batches:int           # batches for the input scale
+
+def _resolve_run(cfg:TrainConfig, model, device)->_Run:
+    rank, world = _dist()
+    dev = torch.device(device)
+    n_steps = math.ceil(cfg.training_samples / (cfg.batch_size * world))
+    amp = dev.type == 'cuda' if cfg.autocast is None else bool(cfg.autocast)
+    amp_data = model.device.type == 'cuda' if cfg.autocast_data is None else bool(cfg.autocast_data)
+    return _Run(rank, world, dev, n_steps, amp, amp_data, cfg.norm_batches or min(1000, n_steps))
+
+_SIGNED = ('training_samples', 'batch_size', 'lr', 'seed', 'target_l0', 'lr_warmup_steps', 'lr_decay_steps',
+           'lr_schedule', 'grad_clip', 'stream', 'dead_feature_window')
+
+def _signed_settings(cfg:TrainConfig, run:_Run)->dict:
+    "The settings a checkpoint must share with the run resuming it (precision and input-scale batches as resolved)"
+    return dict({f: getattr(cfg, f) for f in _SIGNED}, autocast=run.amp, autocast_data=run.amp_data,
+                norm_batches=run.norm_batches, world_size=run.world, autotuner=cfg.autotuner or {})
 
 def _input_scale(sae:SAE, model, norm_batches:int, batch_size:int, seed:int, cache:dict)->float:
     "s for SAEs that normalise their input (estimated once per run), else 1"
@@ -293,101 +364,81 @@ class _Logger:
 def train_sae(
     sae_or_saes:SAE|list[SAE],     # one SAE, or a list trained on the same batches
     model,                         # SyntheticModel: the data stream
-    training_samples:int,          # total samples over all ranks; steps = ⌈training_samples / (batch_size·world)⌉
-    batch_size:int=1024,           # samples per step and rank
-    lr:float=3e-4,                 # Adam learning rate (β = 0.9, 0.999, eps 1e-8)
+    cfg:TrainConfig|int|None=None, # training settings; an int is `training_samples`; None: `TrainConfig()`
     device:str|torch.device='cpu', # where the SAEs train (the model samples on its own device)
-    seed:int=0,                    # seed of the data stream
-    target_l0:float|None=None,     # autotuner target for Standard/JumpReLU SAEs (overrides their cfg.target_l0)
-    checkpoint_dir:str|Path|None=None,  # folder of checkpoints `<samples>/`
-    checkpoint_every:int|None=None,     # steps between checkpoints (and one at the end); None: none
     resume:bool=False,             # continue from the latest checkpoint in `checkpoint_dir`
     progress:bool=True,            # tqdm bar with loss, L0 and explained variance
-    lr_warmup_steps:int=0,         # linear lr warm-up
-    lr_decay_steps:int=0,          # final linear decay of the lr to 0
-    grad_clip:float|None=1.0,      # global gradient-norm clip; None: off
-    autocast:bool|None=None,       # bf16 autocast of the SAE forward; None: on for CUDA
-    autocast_data:bool|None=None,  # bf16 autocast while drawing training batches (the paper's); None: on for a CUDA world
-    eval_every:int|None=None,      # steps between calls of `eval_fn` (and one at the end)
-    eval_fn:Callable|None=None,    # eval_fn(saes, step) -> list of dicts (one per SAE) or a dict; logged
+    eval_fn:Callable|None=None,    # eval_fn(saes, step) -> list of dicts (one per SAE) or a dict; logged every `eval_every`
     log_path:str|Path|None=None,   # JSONL log of every logged step
-    wandb_project:str|None=None,   # also log to this Weights & Biases project (needs wandb)
-    stream:str|int='train',        # data stream name
-    log_every:int=100,             # steps between log records
-    dead_feature_window:int=1000,  # steps without firing after which a latent is dead
-    lr_schedule:str='constant',    # 'constant' | 'cosine'
-    norm_batches:int|None=None,    # batches for the input scale; None: min(1000, steps)
-    keep_checkpoints:int|None=None,# keep only the newest checkpoints; None: all
-    autotuner:dict|None=None,      # L0AutotunerConfig overrides, e.g. a larger integral_gain for short runs
-    prefetch:bool=False,           # draw batch t+1 in a background thread during step t (same batches, same result)
+    **overrides,                   # `TrainConfig` fields laid over `cfg`, e.g. batch_size=256, lr=3e-3
 )->SAE|list[SAE]:
     "Train SAEs on fresh batches of `model`'s replayable stream; returns them with the input scale folded, in eval mode"
+    cfg = train_config(cfg, **overrides)
     saes = list(sae_or_saes) if isinstance(sae_or_saes, (list, tuple)) else [sae_or_saes]
-    _check_inputs(saes, model, training_samples, batch_size, lr, stream)
-    check_choice('lr_schedule', lr_schedule, LR_SCHEDULES)
-    if resume and checkpoint_dir is None: raise ValueError("resume=True needs a checkpoint_dir")
-    if checkpoint_every is not None and checkpoint_dir is None: raise ValueError("checkpoint_every needs a checkpoint_dir")
-    rank, world = _dist()
-    dev = torch.device(device)
-    n_steps = math.ceil(training_samples / (batch_size * world))
-    amp = dev.type == 'cuda' if autocast is None else bool(autocast)
-    amp_data = model.device.type == 'cuda' if autocast_data is None else bool(autocast_data)
-    cache, nb = {}, norm_batches or min(1000, n_steps)
-    members = [_Member(s, lr, target_l0, _input_scale(s, model, nb, batch_size, seed, cache), dev, autotuner) for s in saes]
-    if world > 1:
+    _check_inputs(saes, model, cfg, resume)
+    run = _resolve_run(cfg, model, device)
+    cache = {}
+    members = [_Member(s, cfg.lr, cfg.target_l0, _input_scale(s, model, run.norm_batches, cfg.batch_size, cfg.seed, cache),
+                       run.dev, cfg.autotuner, run.n_steps) for s in saes]
+    if run.world > 1:
         for m in members: [dist.broadcast(t.data, 0) for t in m.sae.state_dict().values()]
-    settings = dict(training_samples=training_samples, batch_size=batch_size, lr=lr, seed=seed, target_l0=target_l0,
-                    lr_warmup_steps=lr_warmup_steps, lr_decay_steps=lr_decay_steps, lr_schedule=lr_schedule,
-                    grad_clip=grad_clip, autocast=amp, autocast_data=amp_data, stream=stream, dead_feature_window=dead_feature_window,
-                    norm_batches=nb, world_size=world, autotuner=autotuner or {})
-    sig = _signature(members, model, **settings)
-    ckpt_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
+    sig = _signature(members, model, **_signed_settings(cfg, run))
+    ckpt_dir = None if cfg.checkpoint_dir is None else Path(cfg.checkpoint_dir)
     last = latest_checkpoint(ckpt_dir) if resume else None
     start = _load_checkpoint(last, members, sig) if last is not None else 0
-    for m in members: m.refresh_dead_horizon(start, dead_feature_window)
-    if log_path is not None and rank == 0: (_truncate_log(Path(log_path), start) if resume else Path(log_path).unlink(missing_ok=True))
-    logger = _Logger(log_path, wandb_project, sig, progress, start, n_steps, rank)
-    try: _loop(members, model, range(start, n_steps), n_steps, dict(
-            lr=lr, batch_size=batch_size, seed=seed, stream=stream, rank=rank, world=world, dev=dev, amp=amp, amp_data=amp_data,
-            grad_clip=grad_clip, window=dead_feature_window, warmup=lr_warmup_steps, decay=lr_decay_steps,
-            schedule=lr_schedule, log_every=log_every, eval_every=eval_every, eval_fn=eval_fn,
-            ckpt_dir=ckpt_dir, ckpt_every=checkpoint_every, keep=keep_checkpoints, sig=sig, last=last, prefetch=prefetch), logger)
+    for m in members: m.refresh_dead_horizon(start, cfg.dead_feature_window)
+    if log_path is not None and run.rank == 0:
+        if resume: _truncate_log(Path(log_path), start)
+        else: Path(log_path).unlink(missing_ok=True)
+    logger = _Logger(log_path, cfg.wandb_project, sig, progress, start, run.n_steps, run.rank)
+    try: _loop(members, model, range(start, run.n_steps), cfg, run, _Checkpoints(ckpt_dir, sig, last), eval_fn, logger)
     finally: logger.close()
-    out = []
     for m, s in zip(members, saes):
         s.eval()
         if m.scale != 1: s.fold_input_scale_(m.scale)
-        out.append(s)
-    return out if isinstance(sae_or_saes, (list, tuple)) else out[0]
+    return saes if isinstance(sae_or_saes, (list, tuple)) else saes[0]
 
 # %% ../nbs/20_training.ipynb #60637fd0
-def _loop(members:list, model, steps:range, n_steps:int, c:dict, logger:_Logger):
-    "Steps `steps` of every member, with logging, evaluation and checkpoints at their intervals"
-    since_log, last = 0, c['last']
-    for t, x in _batches(model, steps, c):
-        lr = c['lr'] * lr_factor(t, n_steps, c['warmup'], c['decay'], c['schedule'])
-        for m in members: sae_step(m, x, t, lr, c['grad_clip'], c['amp'], c['window'], c['world'])
-        since_log += 1; logger.update()
-        done, samples = t + 1, (t + 1) * c['batch_size'] * c['world']
-        final = done == n_steps
-        if done % c['log_every'] == 0 or final:
-            _check_finite(members, t, last)
-            recs = [_log_record(m, i, t, samples, since_log, lr, c['window']) for i, m in enumerate(members)]
-            for r in recs: _reduce_record(r, c['world'], c['dev'])
-            for m in members: m.refresh_dead_horizon(done, c['window'])
-            logger.log(recs); logger.show(recs); since_log = 0
-        if c['eval_fn'] is not None and c['eval_every'] and (done % c['eval_every'] == 0 or final):
-            _check_finite(members, t, last)
-            _log_eval(c['eval_fn'], members, t, samples, logger, c['rank'])
-        if c['ckpt_dir'] is not None and c['ckpt_every'] and (done % c['ckpt_every'] == 0 or final):
-            _check_finite(members, t, last)
-            if c['rank'] == 0: last = _save_checkpoint(c['ckpt_dir'], members, done, samples, c['sig'], c['keep'])
-            if c['world'] > 1: dist.barrier()
+@dataclass
+class _Checkpoints:
+    "Where checkpoints go, the signature they carry and the last one written (or resumed from)"
+    folder:Path|None
+    signature:dict
+    last:Path|None
 
-def _batches(model, steps:range, c:dict):
+def _due(done:int, every:int|None, final:bool)->bool: return bool(every) and (done % every == 0 or final)
+
+def _loop(members:list, model, steps:range, cfg:TrainConfig, run:_Run, ckpt:_Checkpoints, eval_fn, logger:_Logger):
+    "Steps `steps` of every member, with logging, evaluation and checkpoints at their intervals"
+    since_log = 0
+    for t, x in _batches(model, steps, cfg, run):
+        lr = cfg.lr * lr_factor(t, run.n_steps, cfg.lr_warmup_steps, cfg.lr_decay_steps, cfg.lr_schedule)
+        for m in members: sae_step(m, x, t, lr, cfg.grad_clip, run.amp, cfg.dead_feature_window, run.world)
+        since_log += 1
+        logger.update()
+        done, samples = t + 1, (t + 1) * cfg.batch_size * run.world
+        final = done == run.n_steps
+        if _due(done, cfg.log_every, final):
+            _check_finite(members, t, ckpt.last)
+            recs = [_log_record(m, i, t, samples, since_log, lr, cfg.dead_feature_window) for i, m in enumerate(members)]
+            for r in recs: _reduce_record(r, run.world, run.dev)
+            for m in members: m.refresh_dead_horizon(done, cfg.dead_feature_window)
+            logger.log(recs)
+            logger.show(recs)
+            since_log = 0
+        if eval_fn is not None and _due(done, cfg.eval_every, final):
+            _check_finite(members, t, ckpt.last)
+            _log_eval(eval_fn, members, t, samples, logger, run.rank)
+        if ckpt.folder is not None and _due(done, cfg.checkpoint_every, final):
+            _check_finite(members, t, ckpt.last)
+            if run.rank == 0:
+                ckpt.last = _save_checkpoint(ckpt.folder, members, done, samples, ckpt.signature, cfg.keep_checkpoints)
+            if run.world > 1: dist.barrier()
+
+def _batches(model, steps:range, cfg:TrainConfig, run:_Run):
     "(t, batch t) for t in `steps`; with `prefetch`, batch t+1 is drawn in a thread while the caller trains on batch t"
-    get = lambda t: _batch(model, c['batch_size'], t, c['rank'], c['world'], c['stream'], c['seed'], c['dev'], c['amp_data'])
-    if not c['prefetch']:
+    def get(t): return _batch(model, cfg.batch_size, t, run.rank, run.world, cfg.stream, cfg.seed, run.dev, run.amp_data)
+    if not cfg.prefetch:
         for t in steps: yield t, get(t)
         return
     with ThreadPoolExecutor(1) as ex:
@@ -411,169 +462,3 @@ def _log_eval(eval_fn:Callable, members:list, t:int, samples:int, logger:_Logger
     res = eval_fn([_export(m) for m in members], t)
     res = res if isinstance(res, (list, tuple)) else [res] * len(members)
     logger.log([dict(step=t, samples=samples, sae=i, eval=r) for i, r in enumerate(res) if r is not None])
-
-# %% ../nbs/20_training.ipynb #fd57b296
-@dataclass(frozen=True)
-class TrainConfig:
-    "Training settings of a run (the arguments of `train_sae`; paper values in `paper_sae_config`)"
-    training_samples:int=1_000_000         # total samples over all ranks (paper: 200M)
-    batch_size:int=1024                    # samples per step and rank
-    lr:float=3e-4                          # Adam learning rate
-    seed:int=0                             # data-stream seed (the replication protocol: one per SAE seed)
-    target_l0:float|None=None              # autotuner target for Standard/JumpReLU (None: the SAE config's)
-    lr_warmup_steps:int=0                  # linear lr warm-up
-    lr_decay_steps:int=0                   # final linear lr decay to 0
-    lr_schedule:str='constant'             # 'constant' | 'cosine'
-    grad_clip:float|None=1.0               # global gradient-norm clip
-    autocast:bool|None=None                # bf16 autocast; None: on for CUDA
-    autocast_data:bool|None=None           # bf16 autocast while drawing training data (the paper's); None: on for CUDA
-    dead_feature_window:int=1000           # steps without firing after which a latent is dead
-    log_every:int=100                      # steps between log records
-    norm_batches:int|None=None             # batches for the input scale (None: min(1000, steps))
-    stream:str='train'                     # data stream name
-    checkpoint_every:int|None=None         # steps between checkpoints; None: none
-    checkpoint_dir:str|None=None           # None: <out_dir>/checkpoints
-    keep_checkpoints:int|None=2            # newest checkpoints kept
-    eval_every:int|None=None               # steps between periodic evaluations (logged); None: only at the end
-    wandb_project:str|None=None            # W&B project (off by default)
-    autotuner:dict|None=None               # L0AutotunerConfig overrides (e.g. integral_gain for short runs)
-    prefetch:bool=False                    # draw the next batch in a background thread (same results)
-    def __post_init__(self):
-        check_range('training_samples', self.training_samples, 1); check_range('batch_size', self.batch_size, 1)
-        check_range('lr', self.lr, 0, lo_open=True); check_choice('lr_schedule', self.lr_schedule, LR_SCHEDULES)
-        for f in ('checkpoint_every', 'eval_every', 'log_every', 'norm_batches', 'keep_checkpoints'):
-            if getattr(self, f) is not None: check_range(f, getattr(self, f), 1)
-
-@dataclass(frozen=True)
-class EvalConfig:
-    "Final (and periodic) evaluation settings (paper: 1,000,000 samples, batch 1,024)"
-    num_samples:int=100_000                # evaluation samples
-    batch_size:int=1024                    # evaluation batch (BatchTopK batch mode depends on it)
-    seed:int=0                             # seed of the evaluation stream
-    def __post_init__(self): check_range('num_samples', self.num_samples, 1); check_range('batch_size', self.batch_size, 1)
-
-# %% ../nbs/20_training.ipynb #9ca62f04
-_CONFIG_ARCH = {cls.config_class: name for name, cls in ARCHS.items()}
-
-def _sae_dict(sae)->dict:
-    "Normalise an SAE spec (dict with 'architecture', or an SAE config) to a JSON-ready dict; validate its keys"
-    if isinstance(sae, SAEConfig): sae = dict(architecture=_CONFIG_ARCH[type(sae)], **to_jsonable(sae))
-    if not isinstance(sae, dict): raise ValueError(f"sae must be a dict with an 'architecture' key or an SAE config, got {type(sae).__name__}")
-    d = dict(to_jsonable(sae))
-    arch = check_choice('sae.architecture', d.get('architecture'), ARCHS)
-    known = {f.name for f in fields(ARCHS[arch].config_class)}
-    unknown = sorted(set(d) - known - {'architecture'})
-    if unknown: raise ValueError(f"sae has fields {unknown} that {arch} does not know; valid fields: {sorted(known)}")
-    if 'd_sae' not in d: raise ValueError(f"sae needs d_sae (number of latents)")
-    return d
-
-# %% ../nbs/20_training.ipynb #3770d969
-@dataclass(frozen=True)
-class RunConfig:
-    "One SAE run: world, SAE, training, evaluation and output folder; round-trips through JSON"
-    model:str='tiny'                       # preset name (`PRESETS`), a saved-model folder, or a Hub repo id
-    sae:dict=field(default_factory=lambda: dict(architecture='batchtopk', d_sae=256, k=8.))  # 'architecture' + config fields
-    train:TrainConfig=field(default_factory=TrainConfig)
-    eval:EvalConfig=field(default_factory=EvalConfig)
-    out_dir:str|None=None                  # run folder (sae/, run_config.json, eval.json, log.jsonl); None: nothing written
-    model_path:str|None=None               # folder inside the Hub repo
-    def __post_init__(self):
-        object.__setattr__(self, 'sae', _sae_dict(self.sae))
-        for f, cls in (('train', TrainConfig), ('eval', EvalConfig)):
-            if isinstance(getattr(self, f), dict): object.__setattr__(self, f, cls(**getattr(self, f)))
-    def to_dict(self)->dict: return {f.name: to_jsonable(getattr(self, f.name)) for f in fields(self)}
-    @classmethod
-    def from_dict(cls, d:dict)->RunConfig:
-        known = {f.name for f in fields(cls)}
-        if set(d) - known: raise ValueError(f"unknown RunConfig keys {sorted(set(d) - known)}; valid keys: {sorted(known)}")
-        return cls(**d)
-    def save(self, path:str|Path)->Path: write_json(path, self.to_dict()); return Path(path)
-    @classmethod
-    def load(cls, path:str|Path)->RunConfig: return cls.from_dict(json.loads(Path(path).read_text()))
-
-# %% ../nbs/20_training.ipynb #21983fa5
-def load_model(
-    source:str,                # preset name, saved-model folder, or Hub repo id
-    model_path:str|None=None,  # folder inside the Hub repo
-    device:str|torch.device='cpu',
-)->SyntheticModel:
-    "The world a `RunConfig.model` names (presets are cached by `SyntheticModel.from_preset`)"
-    if source in PRESETS: return SyntheticModel.from_preset(source, device=device)
-    if Path(source).is_dir(): return SyntheticModel.load(Path(source)/model_path if model_path else source, device=device)
-    return SyntheticModel.from_pretrained(source, model_path=model_path, device=device)
-
-def build_sae(
-    sae:dict,                  # `RunConfig.sae`: 'architecture' + config fields
-    d_in:int,                  # the model's hidden_dim
-    device:str|torch.device='cpu',
-)->SAE:
-    "The SAE a run config describes, checked against the model's width"
-    kw = {k: v for k, v in _sae_dict(sae).items() if k not in ('device',)}
-    arch, d = kw.pop('architecture'), kw.pop('d_in', d_in)
-    if d != d_in: raise ValueError(f"sae.d_in={d} but the model's hidden_dim={d_in}: the SAE expects inputs of shape (batch, {d}), the model gives (batch, {d_in})")
-    if 'matryoshka_widths' in kw and kw['matryoshka_widths'] is not None: kw['matryoshka_widths'] = tuple(kw['matryoshka_widths'])
-    return make_sae(arch, d_in, kw.pop('d_sae'), device=str(as_device(device)), **kw)
-
-# %% ../nbs/20_training.ipynb #f000bf37
-def _group_key(c:RunConfig)->str:
-    "Runs with equal keys share a world, a data stream and a training loop"
-    return json.dumps(dict(model=c.model, model_path=c.model_path, train=to_jsonable(c.train)), sort_keys=True)
-
-def _train_kwargs(t:TrainConfig, checkpoint_dir)->dict:
-    kw = {f.name: getattr(t, f.name) for f in fields(t)}
-    kw['checkpoint_dir'] = checkpoint_dir if t.checkpoint_every else None
-    return kw
-
-def _group_log_path(cs:list[RunConfig], tmp:str)->Path:
-    "Where a group's training log goes: the run's log.jsonl for one run, train_log.jsonl of the first run for several"
-    if cs[0].out_dir is None: return Path(tmp)/'log.jsonl'
-    out = Path(cs[0].out_dir); out.mkdir(parents=True, exist_ok=True)
-    return out/('log.jsonl' if len(cs) == 1 else 'train_log.jsonl')
-
-def _write_run(c:RunConfig, sae:SAE, evals:dict, log:list[dict], i:int, logged_here:bool)->None:
-    "Write a run's folder: sae/, run_config.json, eval.json, eval_stats.json, log.jsonl (records of SAE `i`)"
-    out = Path(c.out_dir); out.mkdir(parents=True, exist_ok=True)
-    sae.save(out/'sae'); c.save(out/'run_config.json')
-    write_json(out/'eval.json', {m: r.to_dict() for m, r in evals.items()})
-    write_json(out/'eval_stats.json', next(iter(evals.values())).to_dict())
-    if logged_here: return                  # a group of one logs straight into its log.jsonl
-    with atomic_file(out/'log.jsonl') as f: f.write(''.join(json.dumps({**r, 'sae': 0}) + '\n' for r in log if r['sae'] == i))
-
-# %% ../nbs/20_training.ipynb #d60d78af
-def train_many(
-    cfgs:list[RunConfig],      # runs; those sharing model and train settings train together
-    device:str|torch.device|None=None,  # None: CUDA when available
-    progress:bool=True,
-    resume:bool=True,          # continue from checkpoints left by an interrupted run (when train.checkpoint_every is set)
-)->list[dict]:
-    "Train, evaluate and write every run, one data stream per group of compatible runs; one result per config"
-    dev, results = as_device(device), [None] * len(cfgs)
-    groups = {}
-    for j, c in enumerate(cfgs): groups.setdefault(_group_key(c), []).append(j)
-    for idx in groups.values():
-        cs = [cfgs[j] for j in idx]; t = cs[0].train
-        model = load_model(cs[0].model, cs[0].model_path, dev)
-        saes = [build_sae(c.sae, model.hidden_dim, dev) for c in cs]
-        ck = t.checkpoint_dir or (str(Path(cs[0].out_dir)/'checkpoints') if cs[0].out_dir else None)
-        if t.checkpoint_every and ck is None: raise ValueError("train.checkpoint_every needs train.checkpoint_dir or out_dir")
-        e = cs[0].eval
-        eval_fn = (lambda ss, step: [evaluate(s, model, e.num_samples, e.batch_size, e.seed, device=dev).to_log_dict() for s in ss]) if t.eval_every else None
-        with tempfile.TemporaryDirectory() as tmp:
-            log_path = _group_log_path(cs, tmp)
-            saes = train_sae(saes, model, device=dev, progress=progress, log_path=log_path, eval_fn=eval_fn,
-                             resume=resume and bool(t.checkpoint_every), **_train_kwargs(t, ck))
-            log = read_log(log_path) if log_path.exists() else []
-        for k, (j, c, s) in enumerate(zip(idx, cs, saes)):
-            evals = evaluate_modes(s, model, num_samples=c.eval.num_samples, batch_size=c.eval.batch_size, seed=c.eval.seed, device=dev, progress=progress)
-            if c.out_dir is not None: _write_run(c, s, evals, log, k, len(cs) == 1)
-            results[j] = dict(config=c, sae=s, eval=evals, log=[r for r in log if r['sae'] == k], out_dir=c.out_dir)
-    return results
-
-def run(
-    cfg:RunConfig,             # the run
-    device:str|torch.device|None=None,  # None: CUDA when available
-    progress:bool=True,
-    resume:bool=True,          # continue from the run's checkpoints when present
-)->dict:
-    "Build or load the world, train the SAE, evaluate it and write `cfg.out_dir`: {config, sae, eval, log, out_dir}"
-    return train_many([cfg], device, progress, resume)[0]

@@ -4,6 +4,7 @@ import pytest, torch
 from scipy.stats import norm, multivariate_normal
 from synthsae.core import make_generator
 from synthsae.correlation import *
+from synthsae.testing import assert_sums_close, sum_tol
 
 def _gen(n, r, s, seed):
     "Generate with warnings turned into errors (for settings that must not cap)"
@@ -19,8 +20,10 @@ def test_implied_diagonal_is_one_and_delta_positive(n, r, s):
         warnings.simplefilter('ignore')
         F, delta = generate_random_low_rank_correlation_matrix(n, r, s, seed=0)
     assert F.shape == (n, r) and delta.shape == (n,) and F.dtype == torch.float32
-    torch.testing.assert_close(F.pow(2).sum(1) + delta, torch.ones(n), atol=1e-5, rtol=0)
-    assert bool((delta > 0).all()) and delta.min().item() >= 0.01 - 1e-6
+    # δ = 1 − q from the same q = Σ F² (the same sum here): q + δ is 1 within two roundings
+    torch.testing.assert_close(F.pow(2).sum(1) + delta, torch.ones(n), **sum_tol(2))
+    # a capped row: F·√(0.99/q) squared and summed again, r + 3 roundings of 0.99
+    assert bool((delta > 0).all()) and delta.min().item() >= 0.01 - sum_tol(r + 4, 0.99)['atol']
 
 def test_zero_scale_is_identity():
     F, delta = _gen(50, 8, 0., 0)
@@ -36,7 +39,7 @@ def test_capping_warns_once_with_count():
     assert len(caught) == 1 and f"{expected} of 400 rows" in str(caught[0].message)
     assert 'rank' in str(caught[0].message) and 'correlation_scale' in str(caught[0].message)
     capped = raw.pow(2).sum(1) > 0.99
-    torch.testing.assert_close(F[capped].pow(2).sum(1), torch.full((expected,), 0.99), atol=1e-5, rtol=0)
+    torch.testing.assert_close(F[capped].pow(2).sum(1), torch.full((expected,), 0.99), **sum_tol(25 + 4, 0.99))
     assert torch.equal(F[~capped], raw[~capped])  # uncapped rows untouched
 
 def test_no_warning_without_capping():
@@ -48,6 +51,7 @@ def test_benchmark_parameters():
     # E q = r s^2 = 0.25; sd of the mean s^2 sqrt(2r)/sqrt(N) = 0.00055; 0.003 > 5 sigma
     assert abs(q.mean().item() - 0.25) < 0.003 and abs(delta.mean().item() - 0.75) < 0.003
     st = low_rank_correlation_stats(F, delta)
+    # over 8 seeds: sd of st.std 1.1e-4 (0.001 > 9σ), sd of st.mean 2.9e-6; rms − std = mean²/(rms + std) < 1e-5
     assert abs(st.std - 0.05) < 0.001 and abs(st.mean) < 1e-3 and st.rms == pytest.approx(st.std, abs=1e-4)
 
 def test_seeded_and_config():
@@ -87,6 +91,8 @@ def test_stats_match_dense(offset):
     C = F @ F.T + torch.diag(delta)
     off = C[~torch.eye(150, dtype=torch.bool)]
     st = low_rank_correlation_stats(F, delta)
+    # float64 through the r×r Gram matrix against the 150² entries: ≤ 150²·eps64 ≈ 5e-12 relative (std: 1e-8 as
+    # var = E C² − mean² cancels by up to 100× at this offset)
     assert st.rms == pytest.approx(off.pow(2).mean().sqrt().item(), rel=1e-10)
     assert st.mean == pytest.approx(off.mean().item(), rel=1e-10, abs=1e-14)
     assert st.std == pytest.approx(off.std(unbiased=False).item(), rel=1e-8)
@@ -97,7 +103,9 @@ def test_thresholds_match_normal_quantile():
     p = torch.tensor([1e-6, 5e-4, 0.01, 0.1, 0.3, 0.5, 0.9, 0.999])
     tau = firing_thresholds(p)
     assert tau.dtype == torch.float32
-    torch.testing.assert_close(tau, torch.tensor(norm.isf(p.double().numpy()), dtype=torch.float32), atol=1e-5, rtol=1e-5)
+    # both in float64 (within 2e-16 of each other) rounded to float32: at most one ulp apart
+    ref = torch.tensor(norm.isf(p.double().numpy()), dtype=torch.float32)
+    assert_sums_close(tau, ref, 1, ref.abs())
     edges = firing_thresholds(torch.tensor([0., 1.]))
     assert edges[0].item() == math.inf and edges[1].item() == -math.inf
 
@@ -156,7 +164,9 @@ def test_random_dense_matrix_is_a_correlation_matrix(n, seed):
     C = generate_random_correlation_matrix(n, seed=seed)
     assert C.dtype == torch.float32 and C.shape == (n, n)
     assert torch.equal(C, C.T) and torch.equal(C.diagonal(), torch.ones(n))
-    assert torch.linalg.eigvalsh(C.double()).min().item() > -1e-5
+    # the float64 matrix is kept when its smallest eigenvalue is ≥ −1e-6 (else repaired to ≥ 1e-6); rounding its
+    # entries (|C_ij| ≤ 1) to float32 moves the eigenvalues by ≤ ‖ΔC‖_F ≤ n·eps/2
+    assert torch.linalg.eigvalsh(C.double()).min().item() > -1e-6 - sum_tol(n)['atol']
     assert torch.equal(C, generate_random_correlation_matrix(n, seed=seed))
 
 def test_random_dense_matrix_unrepaired_when_pd():
@@ -165,7 +175,7 @@ def test_random_dense_matrix_unrepaired_when_pd():
     u1, u2, u3 = torch.rand(3, 1, generator=g, dtype=torch.float64)
     c = (0.2 + 0.5 * u3.item()) * (1 if u2.item() < 0.6 else -1) if u1.item() >= 0.1 else 0.
     C = generate_random_correlation_matrix(2, 0.6, 0.1, 0.2, 0.7, seed=3)
-    assert C[0, 1].item() == pytest.approx(c, abs=1e-7)
+    assert C[0, 1].item() == pytest.approx(c, abs=sum_tol(1, abs(c))['atol'])   # c rounded to float32
 
 def test_random_dense_validation():
     with pytest.raises(ValueError, match='positive_ratio must satisfy 0 <= positive_ratio <= 1'): generate_random_correlation_matrix(4, positive_ratio=1.2)
@@ -185,7 +195,8 @@ def test_dense_factor_reconstructs_and_samples():
     C = generate_random_correlation_matrix(12, seed=4)
     L = dense_correlation_factor(C)
     assert torch.equal(L, L.tril())
-    torch.testing.assert_close(L.double() @ L.double().T, C.double(), atol=1e-5, rtol=0)
+    # the float64 factor rounded to float32 (rows of norm 1): L Lᵀ moves by ≤ eps·‖L_i‖‖L_j‖ = eps, plus float64 error
+    torch.testing.assert_close(L.double() @ L.double().T, C.double(), **sum_tol(2))
     z = sample_dense_gaussians(50_000, L, make_generator(0))
     torch.testing.assert_close(torch.corrcoef(z.T), C, atol=0.03, rtol=0)
 

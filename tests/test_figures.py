@@ -7,6 +7,7 @@ from synthsae.figures import (L0_SWEEP_METRICS, absorption_data, absorption_plot
     latent_table, precision_recall, results_table, save_figure, similarity_data, similarity_heatmap, superposition_sweep,
     sweep_summary, top_features, widget_frontend)
 from synthsae.probes import AbsorptionResult
+from synthsae.testing import sum_tol
 
 SUMMARY_COLUMNS = ['metric', 'arch', 'x', 'mean', 'sd', 'min', 'max', 'n', 'lo', 'hi']
 
@@ -110,11 +111,16 @@ def test_precision_recall_and_superposition_sweep_files(tmp_path, sweep_rows):
 
 
 def oracle(n_feat=12, d=16, seed=0):
-    "Orthonormal true features W and a decoder whose row j is W[perm[j]]"
+    "Orthonormal true features W (a float64 QR rounded to float32) and a decoder whose row j is W[perm[j]]"
     g = torch.Generator().manual_seed(seed)
-    W = torch.linalg.qr(torch.randn(d, n_feat, generator=g))[0].T.contiguous()
+    W = torch.linalg.qr(torch.randn(d, n_feat, generator=g).double())[0].T.float().contiguous()
     perm = torch.randperm(n_feat, generator=g)
     return W, W[perm], perm
+
+
+def cos_tol(d):
+    "atol of a |cos| of oracle rows against 0 or 1: orthonormal within eps, normalised (d/2 + 2 roundings), d-term dot"
+    return sum_tol(d + 3)['atol']
 
 
 def test_similarity_heatmap_orders_by_matching(tmp_path):
@@ -124,15 +130,15 @@ def test_similarity_heatmap_orders_by_matching(tmp_path):
     assert list(csv.columns) == ['row', 'col', 'latent', 'feature', 'abs_cos', 'matched'] and len(csv) == 36
     diag = csv[csv.matched]
     assert diag.feature.tolist() == list(range(6)) and diag.latent.tolist() == perm.argsort()[:6].tolist()
-    np.testing.assert_allclose(diag.abs_cos, 1, atol=1e-6)
-    np.testing.assert_allclose(csv[~csv.matched].abs_cos, 0, atol=1e-6)
+    np.testing.assert_allclose(diag.abs_cos, 1, atol=cos_tol(16))
+    np.testing.assert_allclose(csv[~csv.matched].abs_cos, 0, atol=cos_tol(16))
     with pytest.raises(ValueError, match=r'\(12, 16\).*\(12, 15\)'): similarity_data(W_dec, W[:, :15])
 
 
 def test_similarity_data_handles_wider_and_narrower_dictionaries():
     W, W_dec, perm = oracle()
     wide = similarity_data(torch.cat([W_dec, W_dec[:3] * -2]), W, num_latents=12)  # L > N: extra latents unmatched
-    assert wide[wide.matched].abs_cos.min() == pytest.approx(1, abs=1e-6)
+    assert wide[wide.matched].abs_cos.min() == pytest.approx(1, abs=cos_tol(16) + sum_tol(1)['atol'])   # + the ×(−2)
     narrow = similarity_data(W_dec[:5], W)  # L < N: every latent matched
     assert sorted(narrow[narrow.matched].feature) == sorted(perm[:5].tolist())
 
@@ -164,9 +170,9 @@ def test_latent_browser_static_view_finds_oracle_features():
     t = latent_browser(W_dec, W, k=3)
     assert isinstance(t, pd.DataFrame) and t.latent.tolist() == list(range(12))
     assert t.feature.tolist() == perm.tolist()
-    np.testing.assert_allclose(t.cos, 1, atol=1e-6)
+    np.testing.assert_allclose(t.cos, 1, atol=cos_tol(16))
     top = top_features(W_dec * -1, W, latent=4, k=2)
-    assert top.feature[0] == perm[4] and top.cos[0] == pytest.approx(-1, abs=1e-6) and top.abs_cos[1] < 1e-6
+    assert top.feature[0] == perm[4] and top.cos[0] == pytest.approx(-1, abs=cos_tol(16)) and top.abs_cos[1] < cos_tol(16)
 
 
 def test_latent_table_counts_and_errors():
@@ -189,7 +195,7 @@ def test_latent_card_files(tmp_path):
     fig = latent_card(W_dec, W, 0, c.per_latent(), k=3, out_dir=tmp_path)
     csv = assert_written(tmp_path, 'latent_0')
     assert list(csv.columns) == ['rank', 'feature', 'cos', 'abs_cos', 'latent', 'fires', 'precision', 'recall', 'f1']
-    assert csv.feature[0] == perm[0] and csv.cos[0] == pytest.approx(1, abs=1e-6) and csv.precision[0] == 1.
+    assert csv.feature[0] == perm[0] and csv.cos[0] == pytest.approx(1, abs=cos_tol(4)) and csv.precision[0] == 1.
     np.testing.assert_allclose([p.get_height() for p in fig.axes[0].patches], csv.cos)
 
 

@@ -7,7 +7,8 @@ from synthsae.core import make_generator
 from synthsae.model import SyntheticModel
 from synthsae.saes import (make_sae, jumprelu_paper_v1, jumprelu_later, paper_sae_config, BatchTopKSAE, JumpReLUSAE,
                            topk_aux_loss, default_matryoshka_widths)
-from synthsae.training import train_sae, TrainConfig, RunConfig, _Member, sae_step
+from synthsae.training import train_sae, TrainConfig, _Member, sae_step
+from synthsae.runs import RunConfig
 
 EPS32 = torch.finfo(torch.float32).eps
 
@@ -42,20 +43,10 @@ def test_jumprelu_paper_aux_loss_is_the_authors(n_dead):
     # products; relative error bounded by a few times (D/2 + D)·eps
     rtol = 4 * (d // 2 + d) * EPS32
     torch.testing.assert_close(got, want, rtol=rtol, atol=0)
-    # the old definition (rank by h·‖d‖, unit atoms, no b_dec) gives another number on these weights, far outside rtol
+    # our former definition (rank by h·‖d‖, unit atoms, no b_dec) gives another number here, far outside rtol
     norms = sae.W_dec_norm()
     ours = topk_aux_loss(sae.hidden_pre(x) * norms, dead, x - out.x_hat, sae.W_dec / norms[:, None])
     assert (ours - want).abs() > 100 * rtol * want
-
-def test_jumprelu_aux_loss_style_option_keeps_the_unit_atom_variant():
-    sae = perturb_(make_sae('jumprelu', 16, 48, topk_aux_loss_coefficient=1., topk_aux_loss_style='unit_atoms'))
-    x = torch.randn(64, 16, generator=make_generator(2)); dead = torch.arange(48) < 10
-    out = sae(x, dead_mask=dead)
-    norms = sae.W_dec_norm()
-    want = topk_aux_loss(sae.hidden_pre(x) * norms, dead, x - out.x_hat, sae.W_dec / norms[:, None])
-    assert torch.equal(out.losses['auxiliary_reconstruction_loss'], want)
-    with pytest.raises(ValueError, match="topk_aux_loss_style must be one of"):
-        make_sae('jumprelu', 16, 48, topk_aux_loss_style='rescaled')
 
 def test_jumprelu_later_keeps_decoder_init_norm_half():
     cfg = jumprelu_later(16, 48, target_l0=4.)

@@ -7,7 +7,9 @@ import pytest, torch
 from synthsae.model import SyntheticModel
 from synthsae.saes import ARCHS, make_sae, paper_sae_config, load_sae
 from synthsae.evaluation import evaluate
-from synthsae.training import (train_sae, RunConfig, TrainConfig, EvalConfig, run, train_many, build_sae, read_log,
+from synthsae.testing import assert_sums_close, linear_magnitude
+from synthsae.runs import RunConfig, EvalConfig, run, train_many, build_sae
+from synthsae.training import (train_sae, TrainConfig, read_log,
                                latest_checkpoint)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,7 +121,14 @@ def test_input_scale_is_folded(tiny, tmp_path):
     norms = tiny.sample(20_000, tiny.batch_generator(0, 'eval', 9)).norm(dim=-1)
     assert abs(s * norms.mean() / 48 ** 0.5 - 1) < 0.03   # s = √D / E‖x‖ (3 × 64 samples: σ of the mean norm ≈ 0.5%)
     x = tiny.sample(512, tiny.batch_generator(0, 'eval', 5))
-    torch.testing.assert_close(sae.decode(sae.encode(x)), raw.decode(raw.encode(s * x)) / s, atol=1e-4, rtol=1e-4)
+    # another float order of the same SAE: pre-activations (two d-term sums, the scale folded in: 2d + 8 roundings
+    # on |s x||W_enc| + |b_enc| + |b_dec||W_enc|), carried through the decoder (L + 2 more), divided by s
+    z = raw.encode(s * x)
+    assert torch.equal(sae.encode(x) != 0, z != 0)
+    M_pre = linear_magnitude(s * x, raw.W_enc, raw.b_enc) + linear_magnitude(raw.b_dec, raw.W_enc)
+    d, L = tiny.hidden_dim, raw.cfg.d_sae
+    assert_sums_close(sae.decode(sae.encode(x)), raw.decode(z) / s, 2 * d + 8 + L + 2,
+                      linear_magnitude(M_pre * (z != 0), raw.W_dec, raw.b_dec) / s)
 
 @pytest.mark.skipif(not (ROOT/'.venv'/'bin'/'torchrun').exists() and not any((Path(p)/'torchrun').exists() for p in os.environ.get('PATH', '').split(':')),
                     reason='torchrun not found')
@@ -200,3 +209,35 @@ def test_cuda_bf16_training(tiny, tmp_path):
                       tiny, 100 * 256, batch_size=256, lr=3e-3, device='cuda', progress=False, log_every=50, resume=True,
                       checkpoint_dir=tmp_path/'ck', checkpoint_every=50, norm_batches=2)
     assert all(same_weights(a, b) for a, b in zip(saes, again))
+
+def test_short_run_reaches_target_l0_without_overrides(tiny):
+    # Standard and JumpReLU with the library defaults and no autotuner overrides, 600 steps of 1,024 on one stream
+    # (≈ 10 s on one idle core): L0 within 15% of the target, MCC at least 0.15 above the untrained SAE's
+    mk = lambda: [make_sae('standard', tiny.hidden_dim, 64, seed=0), make_sae('jumprelu', tiny.hidden_dim, 64, seed=0)]
+    saes = train_sae(mk(), tiny, 600 * 1024, batch_size=1024, lr=3e-3, target_l0=4., progress=False)
+    for s, s0 in zip(saes, mk()):
+        e, e0 = evaluate(s, tiny, 20_000, seed=0), evaluate(s0, tiny, 20_000, seed=0)
+        assert abs(e.sae_l0 - 4) <= 0.15 * 4, (s.architecture, e.sae_l0)
+        assert e.mcc >= e0.mcc + 0.15, (s.architecture, e.mcc, e0.mcc)
+
+def test_autotuner_gains_are_the_papers_at_its_length(tiny, tmp_path):
+    from synthsae.saes import L0AutotunerConfig, PAPER_TOTAL_STEPS, autotuner_defaults, jumprelu_paper_v1
+    from synthsae.training import _Member
+    paper = dict(smoothing=0.99, rate_smoothing=0.95, integral_gain=3e-4, gain_scale=10., convergence_gain=0.01)
+    gains = lambda cfg: {k: getattr(cfg, k) for k in paper}
+    assert gains(L0AutotunerConfig(25., n_steps=PAPER_TOTAL_STEPS)) == paper == gains(L0AutotunerConfig(25.))
+    for arch in ('standard', 'jumprelu'):      # what the trainer builds for the paper's run, warm-up start included
+        sae = ARCHS[arch](paper_sae_config(arch, 768, 64, 25.))
+        m = _Member(sae, 3e-4, None, 1., torch.device('cpu'), None, PAPER_TOTAL_STEPS)
+        assert gains(m.tuner.cfg) == paper and m.tuner.cfg.start_step == {'standard': 65_104, 'jumprelu': 0}[arch]
+    over = _Member(make_sae('standard', 8, 16, target_l0=3.), 1e-3, None, 1., torch.device('cpu'), dict(integral_gain=0.02), 600)
+    assert over.tuner.cfg.integral_gain == 0.02 and over.tuner.cfg.smoothing == autotuner_defaults(600)['smoothing']
+    jr = jumprelu_paper_v1(768, 64, 25.)        # the paper preset keeps its own initialisation
+    assert (jr.jumprelu_init_threshold, jr.jumprelu_bandwidth, jr.decoder_init_norm) == (0.5, 2., 0.5)
+    # train_sae resolves the gains for its own step count: the first update is 1 + K_i(n)·tanh(10|ℓ − 4|/4)
+    train_sae(make_sae('standard', tiny.hidden_dim, 64, seed=0), tiny, 3 * 64, batch_size=64, target_l0=4., progress=False,
+              log_every=1, log_path=tmp_path/'log.jsonl')
+    r = read_log(tmp_path/'log.jsonl')[0]
+    k_i = autotuner_defaults(3)['integral_gain']
+    adj = k_i * math.tanh(10 * abs(r['l0'] - 4) / 4)
+    assert math.isclose(r['multiplier'], 1 + math.copysign(adj, r['l0'] - 4), rel_tol=1e-12)
