@@ -5,8 +5,8 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install install-formats test export-check clean-check nbtest pytest pytest-default-isa reproduce baselines baselines-tiny \
-	bench reference-venv docs clean
+.PHONY: install install-formats test export-check clean-check nbtest pytest pytest-default-isa reproduce baselines \
+	baselines-tiny bench train-bench reference-venv docs clean
 
 $(STAMP): settings.ini setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -64,14 +64,19 @@ baselines-tiny: install
 	$(BIN)/synthsae reproduce --scale tiny --device cpu --only F2 --out build/baselines-tiny
 	$(PY) tools/make_baselines.py --sweep build/baselines-tiny
 
-# data-engine benchmark at paper scale; set REFERENCE_PYTHON to a Python with sae-lens to measure the reference
-# beside ours (e.g. `make reference-venv bench REFERENCE_PYTHON=.ref-venv/bin/python`)
+# data-engine benchmark at paper scale (tools/bench.py): reports/benchmarks.json and the table of this run in
+# reports/benchmarks.md; set REFERENCE_PYTHON to a Python with sae-lens to measure the reference beside ours
+# (e.g. `make reference-venv bench REFERENCE_PYTHON=.ref-venv/bin/python`)
 REFERENCE_PYTHON ?=
 BENCH_THREADS ?= 0
 bench: install
 	mkdir -p reports
-	$(BIN)/papermill nbs/90_benchmarks.ipynb reports/90_benchmarks.ipynb -k python3 -p scale full \
-	  -p reference_python "$(REFERENCE_PYTHON)" -p threads $(BENCH_THREADS) -p out_json reports/benchmarks.json
+	$(PY) tools/bench.py --scale full --reference_python "$(REFERENCE_PYTHON)" --threads $(BENCH_THREADS) --out reports/benchmarks
+
+# training throughput of the benchmark's headline SAE (tools/train_bench.py): reports/train_benchmark.json
+train-bench: install
+	mkdir -p reports
+	SYNTHSAE_REFERENCE_PYTHON="$(REFERENCE_PYTHON)" $(PY) tools/train_bench.py --scale full --out reports/train_benchmark.json
 
 # the reference implementation (SAELens) in its own venv, for side-by-side benchmarks only
 reference-venv:
@@ -79,9 +84,10 @@ reference-venv:
 	.ref-venv/bin/python -m pip install -q torch==2.13.0
 	.ref-venv/bin/python -m pip install -q sae-lens
 
-# the documentation site in _docs/ (Quarto when installed, else self-contained pandoc pages) and README.md
+# the documentation site in _docs/ (nbdev's processing; Quarto when installed, else self-contained pandoc pages) and
+# README.md, built by tools/docs.py
 docs: install
-	$(PY) -c "from synthsae.docs import docs_command; docs_command(out='_docs', readme=True)"
+	$(PY) tools/docs.py --out _docs --readme True
 
 clean:
 	rm -rf $(VENV) _docs _proc build dist *.egg-info

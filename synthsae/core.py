@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #cd02cfdf
 from __future__ import annotations
-import hashlib, json, os, secrets, shutil, tempfile, math
+import hashlib, importlib.metadata, importlib.util, json, os, secrets, shutil, tempfile, math
 from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass, fields
 from pathlib import Path
@@ -14,8 +14,8 @@ from torch import Tensor
 
 # %% auto #0
 __all__ = ['STREAMS', 'DTYPES', 'resolve_seed', 'splitmix64', 'stream_seed', 'make_generator', 'stream_generator', 'stream_id',
-           'as_device', 'unit_rows', 'cos_sim', 'check_range', 'check_choice', 'check_int', 'to_jsonable',
-           'config_hash', 'flatten_dict', 'atomic_directory', 'atomic_file', 'write_json']
+           'as_device', 'package_dir', 'package_version', 'unit_rows', 'cos_sim', 'check_range', 'check_choice',
+           'check_int', 'to_jsonable', 'config_hash', 'flatten_dict', 'atomic_directory', 'atomic_file', 'write_json']
 
 # %% ../nbs/00_core.ipynb #fb0b6edb
 def resolve_seed(seed:int|None)->int:
@@ -65,6 +65,15 @@ def as_device(device:str|torch.device|None=None)->torch.device:
     "A `torch.device`; `None` or 'auto' picks CUDA when available, else CPU"
     if device is None or device == 'auto': return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     return torch.device(device)
+
+# %% ../nbs/00_core.ipynb #68d12055
+def package_dir()->Path:
+    "The folder of the synthsae package (found without importing it, so any layer may ask)"
+    return Path(importlib.util.find_spec('synthsae').origin).resolve().parent
+
+def package_version()->str:
+    "The installed synthsae version"
+    return importlib.metadata.version('synthsae')
 
 # %% ../nbs/00_core.ipynb #79517702
 def unit_rows(W:Tensor, eps:float=1e-8)->Tensor:

@@ -13,12 +13,13 @@ import torch, torch.nn as nn
 import torch.distributed as dist
 from torch import Tensor
 from .core import (check_range, check_choice, to_jsonable, config_hash, atomic_directory, atomic_file,
-                           write_json, as_device, flatten_dict)
+                           write_json, as_device, flatten_dict, check_int)
 from .model import SyntheticModel
-from .saes import SAE, SAEConfig, ARCHS, make_sae, L0Autotuner, BatchTopKSAE
+from .saes import SAE, SAEConfig, ARCHS, make_sae, BatchTopKSAE, PAPER_TOTAL_STEPS
 
 # %% auto #0
-__all__ = ['LR_SCHEDULES', 'lr_factor', 'estimate_input_scale', 'sae_step', 'TrainConfig', 'train_config', 'train_sae']
+__all__ = ['LR_SCHEDULES', 'lr_factor', 'estimate_input_scale', 'autotuner_defaults', 'L0AutotunerConfig', 'L0Autotuner',
+           'sae_step', 'TrainConfig', 'train_config', 'train_sae']
 
 # %% ../nbs/20_training.ipynb #0603aa7f
 LR_SCHEDULES = ('constant', 'cosine')
@@ -50,6 +51,55 @@ def estimate_input_scale(
     tot = sum(model.sample(batch_size, model.batch_generator(t, 'scale', seed)).float().norm(dim=-1).double().sum()
               for t in range(n_batches))
     return math.sqrt(model.hidden_dim) / (float(tot) / (n_batches * batch_size))
+
+# %% ../nbs/20_training.ipynb #7a38ef46
+def autotuner_defaults(
+    n_steps:int|None=None,     # training steps of the run; None (or ≥ 195,313): the paper's gains
+)->dict:                       # smoothing, rate_smoothing, integral_gain, convergence_gain
+    "Autotuner gains for a run of `n_steps`, from one time scale τ = 100·min(1, n/195,313)^0.4 (≥ 5) and k = 100/τ"
+    tau = 100. if n_steps is None else max(5., 100. * min(1., n_steps / PAPER_TOTAL_STEPS) ** 0.4)
+    k = 100. / tau
+    return dict(smoothing=(tau - 1) / tau, rate_smoothing=(tau - 5) / tau, integral_gain=3e-4 * k ** 1.5,
+                convergence_gain=0.01 * k ** 1.5)
+
+@dataclass(frozen=True)
+class L0AutotunerConfig:
+    "Gains of the L0 autotuner; those left None follow the run length (`autotuner_defaults`)"
+    target_l0:float                        # L0 to reach
+    start_step:int=0                       # first step that may change the multiplier
+    n_steps:int|None=None                  # training steps the unset gains are resolved for; None: the paper's 195,313
+    smoothing:float|None=None              # EMA factor of the L0; None: 1 − 1/τ (paper 0.99)
+    rate_smoothing:float|None=None         # EMA factor of the L0 EMA's change; None: 1 − 5/τ (paper 0.95)
+    integral_gain:float|None=None          # K_i; None: 3e-4·k^1.5 (paper 3e-4)
+    gain_scale:float=10.                   # scale inside tanh(gain_scale·|e|/target)
+    convergence_gain:float|None=None       # gain when already moving towards the target; None: 0.01·k^1.5 (paper 0.01)
+    deadband:float=0.                      # no change while |e| <= deadband
+    min_multiplier:float=0.01              # clamp of m
+    max_multiplier:float=100.              # clamp of m
+    def __post_init__(self):
+        check_range('target_l0', self.target_l0, 0, lo_open=True); check_int('start_step', self.start_step, 0)
+        if self.n_steps is not None: check_int('n_steps', self.n_steps, 1)
+        for f, v in autotuner_defaults(self.n_steps).items():
+            if getattr(self, f) is None: object.__setattr__(self, f, v)
+        for f in ('smoothing', 'rate_smoothing'): check_range(f, getattr(self, f), 0, 1)
+        check_range('min_multiplier', self.min_multiplier, 0, self.max_multiplier, lo_open=True)
+
+class L0Autotuner:
+    "Multiplier on the sparsity coefficient steering the batch L0 to a target"
+    def __init__(self, target_l0:float, **kw): self.cfg = L0AutotunerConfig(target_l0=target_l0, **kw); self.multiplier, self.l0_ema, self.rate_ema = 1., None, 0.
+    def update(self, l0:float, step:int)->float:
+        "Feed the batch mean L0 of `step`; returns the multiplier for the next step"
+        c, l0 = self.cfg, float(l0)
+        prev = l0 if self.l0_ema is None else self.l0_ema
+        self.l0_ema = c.smoothing * prev + (1 - c.smoothing) * l0
+        self.rate_ema = c.rate_smoothing * self.rate_ema + (1 - c.rate_smoothing) * (self.l0_ema - prev)
+        e = self.l0_ema - c.target_l0
+        if step < c.start_step or abs(e) <= c.deadband: return self.multiplier
+        adj = c.integral_gain * (c.convergence_gain if e * self.rate_ema < 0 else 1.) * math.tanh(c.gain_scale * abs(e) / c.target_l0)
+        self.multiplier = min(max(self.multiplier * (1 + adj if e > 0 else 1 - adj), c.min_multiplier), c.max_multiplier)
+        return self.multiplier
+    def state_dict(self)->dict: return dict(multiplier=self.multiplier, l0_ema=self.l0_ema, rate_ema=self.rate_ema)
+    def load_state_dict(self, sd:dict): self.multiplier, self.l0_ema, self.rate_ema = sd['multiplier'], sd['l0_ema'], sd['rate_ema']
 
 # %% ../nbs/20_training.ipynb #6f8b33d5
 def _dist()->tuple[int, int]:

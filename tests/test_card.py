@@ -156,8 +156,7 @@ def test_cli_compares_several(tmp_path):
 # ---- baselines are generated, never typed
 
 def paper_numbers():
-    try: from synthsae.paper import F2_REFERENCE, T3_REFERENCE, SCALES
-    except ImportError: from synthsae.repro import F2_REFERENCE, T3_REFERENCE, SCALES
+    from synthsae.paper import F2_REFERENCE, T3_REFERENCE, SCALES
     return F2_REFERENCE, T3_REFERENCE, dict(num_steps=SCALES['paper']['probe_steps'], lr=SCALES['paper']['probe_lr'])
 
 

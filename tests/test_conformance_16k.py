@@ -5,7 +5,7 @@ import pytest, torch
 from synthsae.core import make_generator
 from synthsae.model import SyntheticModel
 from synthsae.stats import world_statistics
-from synthsae.cli import T2_REFERENCE
+from synthsae.paper import T2_REFERENCE
 from synthsae.geometry import superposition_stats
 from synthsae.sampler import hierarchy_violations
 from synthsae.hierarchy import flatten_hierarchy

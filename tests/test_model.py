@@ -9,14 +9,14 @@ from synthsae.model import SyntheticModel, SyntheticModelConfig, preset, CONFIG_
 from synthsae.sampler import FeatureSampler, hierarchy_violations
 from synthsae.hierarchy import HierarchyNode, flatten_hierarchy
 
-REF_PY = os.environ.get('SYNTHSAE_REFERENCE_PYTHON', '/work/ref-venv/bin/python')
+REF_PY = os.environ.get('SYNTHSAE_REFERENCE_PYTHON', '')  # a Python with sae_lens (e.g. `make reference-venv`: .ref-venv/bin/python)
 
 def _has_reference():
-    if not Path(REF_PY).exists(): return False
+    if not REF_PY or not Path(REF_PY).exists(): return False
     r = subprocess.run([REF_PY, '-c', 'import sae_lens.synthetic'], capture_output=True)
     return r.returncode == 0
 
-needs_reference = pytest.mark.skipif(not _has_reference(), reason=f'no sae_lens reference Python at {REF_PY}')
+needs_reference = pytest.mark.skipif(not _has_reference(), reason='set SYNTHSAE_REFERENCE_PYTHON to a Python with sae_lens')
 
 @pytest.fixture(scope='module')
 def tiny(): return SyntheticModel(preset('tiny'))

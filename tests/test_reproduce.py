@@ -2,7 +2,7 @@
 import json, shutil, subprocess, sys
 from pathlib import Path
 import nbformat, pytest
-from synthsae.reproduce import NOTEBOOKS, FINDINGS, reproduce, select_notebooks, default_nbs_dir, is_finished
+from synthsae.paper import NOTEBOOKS, FINDINGS, reproduce, select_notebooks, default_nbs_dir, is_finished
 
 NBS = default_nbs_dir()
 PARAMS = ['scale', 'device', 'seeds', 'l0s', 'architectures', 'training_samples', 'out_dir']
@@ -38,10 +38,13 @@ def test_tiny_l0_sweep_end_to_end_and_resume(tmp_path):
     assert not is_finished(out, '72_l0_sweep', 'cpu')
     s2 = reproduce('tiny', out=out, only='72_l0_sweep', architectures=archs, progress=False)
     assert s2['notebooks']['72_l0_sweep']['status'] == 'skipped' and s2['wall_s'] < 10
+    # the resumed notebook keeps its own run time, in the summary and the report
+    assert s2['notebooks']['72_l0_sweep']['seconds'] > 0 and s2['notebooks_s'] >= s2['notebooks']['72_l0_sweep']['seconds']
+    assert 'skipped (ran earlier in ' in (out/'report.html').read_text() and 'skipped (0 s)' not in (out/'report.html').read_text()
 
 def test_failing_notebook_is_named_and_others_run(tmp_path):
     _nb(tmp_path/'01_broken.ipynb', "raise RuntimeError('broken on purpose')")
-    _nb(tmp_path/'02_ok.ipynb', "from synthsae.repro import write_numbers, scale_settings\nwrite_numbers(out_dir, '02_ok', scale_settings(scale), dict(x=1))")
+    _nb(tmp_path/'02_ok.ipynb', "from synthsae.paper import write_numbers, scale_settings\nwrite_numbers(out_dir, '02_ok', scale_settings(scale), dict(x=1))")
     _nb(tmp_path/'03_silent.ipynb', "x = 1")  # runs but writes no JSON: a failure too
     cat = {'01_broken': ('X1',), '02_ok': ('X2',), '03_silent': ('X3',)}
     s = reproduce('tiny', out=tmp_path/'rep', nbs_dir=tmp_path, catalog=cat, progress=False)
@@ -56,7 +59,7 @@ def test_bad_input(tmp_path):
     with pytest.raises(ValueError, match=r"unknown notebook or item ID\(s\) \['F99'\]; valid: .*'F2'"): reproduce('tiny', out=tmp_path/'r', only='F99')
     with pytest.raises(FileNotFoundError, match='parent folder'): reproduce('tiny', out=tmp_path/'no'/'r')
     with pytest.raises(ValueError, match='architectures must be one of'):
-        from synthsae.repro import scale_settings; scale_settings('tiny', architectures=['relu'])
+        from synthsae.paper import scale_settings; scale_settings('tiny', architectures=['relu'])
 
 def test_every_item_has_a_notebook():
     items = {i for its in NOTEBOOKS.values() for i in its}

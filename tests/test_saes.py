@@ -1,15 +1,16 @@
 "SAE architectures: sparse kernels against dense decoding, folding, file formats (ours and the reference's), losses"
-import copy, json, math, subprocess, textwrap, warnings
+import copy, json, math, os, subprocess, textwrap, warnings
 from pathlib import Path
 import pytest, torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 from synthsae.core import make_generator, unit_rows
 from synthsae.saes import *
+from synthsae.training import L0Autotuner
 from synthsae.testing import assert_linear_close, assert_sums_close, linear_magnitude, sum_tol
 
 REF = Path(__file__).parent/'data'/'ref_saes'
-REF_PY = Path('/work/ref-venv/bin/python')
+REF_PY = os.environ.get('SYNTHSAE_REFERENCE_PYTHON', '')  # a Python with sae_lens (e.g. `make reference-venv`: .ref-venv/bin/python)
 KW = dict(standard={}, topk=dict(k=6), batchtopk=dict(k=6), jumprelu=dict(jumprelu_init_threshold=0.2),
           matryoshka_batchtopk=dict(k=6, matryoshka_widths=(8, 32, 96)),
           matching_pursuit=dict(max_iterations=5, residual_threshold=0., stop_on_duplicate_support=False))
@@ -195,7 +196,7 @@ def test_reference_directories_load(name):
         assert_linear_close(sae.decode(io['z']), io['x_hat'], io['z'], decoder_atoms(sae), sae.b_dec,
                             extra_terms=sae.cfg.d_in + 4)
 
-@pytest.mark.skipif(not REF_PY.exists(), reason='reference library not installed')
+@pytest.mark.skipif(not REF_PY or not Path(REF_PY).exists(), reason='set SYNTHSAE_REFERENCE_PYTHON to a Python with sae_lens')
 def test_reference_reads_our_directories(tmp_path):
     for arch in KW:
         sae = perturbed(arch); sae.eval(); x = xs(8)
@@ -211,7 +212,7 @@ def test_reference_reads_our_directories(tmp_path):
                 torch.testing.assert_close(sae.encode(io['x']), io['z'], atol=1e-5, rtol=1e-5)
                 torch.testing.assert_close(sae.decode(io['z']), io['x_hat'], atol=1e-5, rtol=1e-5)
         print('ok')""")
-    r = subprocess.run([str(REF_PY), '-c', script], capture_output=True, text=True, timeout=300)
+    r = subprocess.run([REF_PY, '-c', script], capture_output=True, text=True, timeout=300)
     assert r.stdout.strip().endswith('ok'), r.stderr[-2000:]
 
 def test_auxk_hand_computation():

@@ -221,8 +221,8 @@ def test_short_run_reaches_target_l0_without_overrides(tiny):
         assert e.mcc >= e0.mcc + 0.15, (s.architecture, e.mcc, e0.mcc)
 
 def test_autotuner_gains_are_the_papers_at_its_length(tiny, tmp_path):
-    from synthsae.saes import L0AutotunerConfig, PAPER_TOTAL_STEPS, autotuner_defaults, jumprelu_paper_v1
-    from synthsae.training import _Member
+    from synthsae.saes import PAPER_TOTAL_STEPS, jumprelu_paper_v1
+    from synthsae.training import L0AutotunerConfig, autotuner_defaults, _Member
     paper = dict(smoothing=0.99, rate_smoothing=0.95, integral_gain=3e-4, gain_scale=10., convergence_gain=0.01)
     gains = lambda cfg: {k: getattr(cfg, k) for k in paper}
     assert gains(L0AutotunerConfig(25., n_steps=PAPER_TOTAL_STEPS)) == paper == gains(L0AutotunerConfig(25.))

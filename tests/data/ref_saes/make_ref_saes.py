@@ -1,4 +1,4 @@
-"""Regenerate the reference SAE fixtures with the reference library (SAELens): /work/ref-venv/bin/python make_ref_saes.py
+"""Regenerate the reference SAE fixtures with the reference library (SAELens): $SYNTHSAE_REFERENCE_PYTHON make_ref_saes.py
 
 Each folder holds an SAE directory written by the reference (`save_inference_model`, or `save_model` for the
 `*_train` folders) and `io.safetensors` with inputs `x` and the reference inference model's `z` and `x_hat`."""

@@ -1,0 +1,37 @@
+"Development tools (tools/): they use the package's public API only, and the benchmark harnesses run at the tiny scale"
+import ast, json, sys
+from pathlib import Path
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+@pytest.mark.parametrize('path', sorted((ROOT/'tools').glob('*.py')), ids=lambda p: p.name)
+def test_tools_import_no_private_names(path):
+    "A tool imports nothing private from synthsae: what it needs is public, with a docstring"
+    private = [f'{n.module}.{a.name}' for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.ImportFrom)
+               and (n.module or '').startswith('synthsae') for a in n.names if a.name.startswith('_')]
+    assert private == []
+
+
+def test_package_holds_no_tooling():
+    "The import surface is the science: no documentation builder or benchmark harness in synthsae/"
+    assert not {'docs.py', 'bench.py', 'train_bench.py'} & {p.name for p in (ROOT/'synthsae').glob('*.py')}
+
+
+def test_bench_tiny(tmp_path):
+    from tools.bench import main
+    s = main(scale='tiny', n_batches=2, out=str(tmp_path/'bench'))
+    assert s['ours']['samples_per_second'] > 0 and [r['num_features'] for r in s['scaling']] == [1_024, 4_096, 16_384]
+    md = (tmp_path/'bench.md').read_text()
+    assert md.startswith('# Data-engine benchmark (tiny, tiny world)') and '| samples/s |' in md
+    assert json.loads((tmp_path/'bench.json').read_text())['params']['scale'] == 'tiny'
+
+
+def test_train_bench_tiny(tmp_path, monkeypatch):
+    from tools.train_bench import main, summary
+    monkeypatch.delenv('SYNTHSAE_REFERENCE_PYTHON', raising=False)
+    res = main(scale='tiny', n_steps=3, out=str(tmp_path/'train.json'))
+    assert all(res[k]['samples_per_s'] > 0 for k in ('data', 'step', 'train', 'train_prefetch'))
+    assert 'skipped' in res['reference'] and 'skipped' in summary(res)
