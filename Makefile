@@ -5,7 +5,8 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test export-check clean-check nbtest pytest pytest-default-isa reproduce bench train-bench reference-venv docs clean
+.PHONY: install install-formats test export-check clean-check nbtest pytest pytest-default-isa reproduce baselines \
+	baselines-tiny bench train-bench reference-venv docs clean
 
 $(STAMP): settings.ini setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -15,6 +16,10 @@ $(STAMP): settings.ini setup.py
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# the SAE libraries whose formats synthsae reads, for the round-trip tests that skip without them; torch stays pinned
+install-formats: install
+	$(PY) -m pip install -q -e ".[formats]" torch==2.13.0
 
 # synthsae/ must be exactly what the notebooks export
 export-check: install
@@ -47,6 +52,17 @@ test: export-check clean-check nbtest pytest pytest-default-isa
 # report.html under reports/; it resumes, so a second run only redoes what is missing
 reproduce: install
 	$(BIN)/synthsae reproduce --scale cpu --device cpu --out reports
+
+# the baseline files the benchmark card ships (synthsae/data/baselines/): the 16k world's from the paper's numbers and
+# the cpu world's from the cpu-scale L0 sweep, so run it after `make reproduce` (it reads reports/72_l0_sweep/)
+baselines: install
+	$(PY) tools/make_baselines.py --paper --sweep reports
+
+# the tiny world's baseline file, from a fresh tiny-scale L0 sweep (a few minutes)
+baselines-tiny: install
+	rm -rf build/baselines-tiny && mkdir -p build
+	$(BIN)/synthsae reproduce --scale tiny --device cpu --only F2 --out build/baselines-tiny
+	$(PY) tools/make_baselines.py --sweep build/baselines-tiny
 
 # data-engine benchmark at paper scale (tools/bench.py): reports/benchmarks.json and the table of this run in
 # reports/benchmarks.md; set REFERENCE_PYTHON to a Python with sae-lens to measure the reference beside ours

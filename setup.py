@@ -20,7 +20,7 @@ setuptools.setup(
     packages=setuptools.find_packages(include=[c['lib_path'], c['lib_path'] + '.*']),
     include_package_data=True, zip_safe=False,
     install_requires=c['requirements'].split(),
-    extras_require={'dev': c['dev_requirements'].split()},
+    extras_require={'dev': c['dev_requirements'].split(), 'formats': c.get('formats_requirements', '').split()},
     python_requires='>=' + min_python,
     long_description=readme.read_text(encoding='utf-8') if readme.exists() else '',
     long_description_content_type='text/markdown',

@@ -24,3 +24,11 @@ from .evaluation import (evaluate, evaluate_modes, mean_correlation_coefficient,
                                  classification_metrics)
 from .training import train_sae, TrainConfig
 from .runs import train_many, EvalConfig, RunConfig, run
+from .formats import read_sae
+
+def __getattr__(name:str):
+    "`synthsae.benchmark_card`, imported on first use (it brings matplotlib and pandas, which `import synthsae` does not)"
+    if name == 'benchmark_card':
+        from synthsae.card import benchmark_card
+        return benchmark_card
+    raise AttributeError(f"module 'synthsae' has no attribute {name!r}")

@@ -13,7 +13,7 @@ from .model import SyntheticModel, preset, PRESETS
 from .stats import world_statistics, plot_world_stats, WorldStats
 
 # %% auto #0
-__all__ = ['COMMANDS', 'stats_table', 'worlds', 'reproduce', 'train', 'eval', 'docs', 'main']
+__all__ = ['COMMANDS', 'stats_table', 'worlds', 'reproduce', 'train', 'eval', 'docs', 'main', 'card']
 
 # %% ../nbs/90_cli.ipynb #30cb15b6
 def stats_table(
@@ -168,3 +168,36 @@ def main(argv:list[str]|None=None):
         print(f"synthsae {argv[0]}: error: {e}", file=sys.stderr)
         return 2
     return 0
+
+# %% ../nbs/90_cli.ipynb #521161fe
+def card(
+    sae:Param("SAE folder (SAELens, sparsify or dictionary_learning); repeat --sae to compare several", str,
+              action='append')=None,
+    model:Param("preset name (tiny, cpu, synthsaebench-16k) or saved-world folder", str)=None,
+    out:Param("card folder to write (its parent must exist)", str)='card',
+    format:Param("format of every --sae folder: saelens, sparsify or dictionary_learning (default: detected)",
+                 str)=None,
+    name:Param("label of each SAE, repeated in --sae order (default: the folder names)", str, action='append')=None,
+    num_samples:Param("evaluation samples (default: the baselines' protocol, 1,000,000 on the 16k world; "
+                      "else 100,000)", int)=None,
+    batch_size:Param("evaluation batch (default: the baselines', else 1,024)", int)=None,
+    seed:Param("seed of the evaluation stream", int)=0,
+    probe_steps:Param("probe training steps (default: the baselines', else 1,000); 0 skips the probe", int)=None,
+    breakdown:Param("also score latents by feature frequency and depth (a second pass)", bool_arg)=True,
+    device:Param("torch device", str)='cpu',
+)->dict:
+    "Score SAE folders beside the world's baselines and write card.json, card.html and the figure"
+    from synthsae.card import benchmark_card, card_dict
+    if not sae or model is None:
+        raise ValueError("sae and model are required: --sae DIR [--sae DIR …] --model PRESET_OR_DIR")
+    if model not in PRESETS and not Path(model).is_dir():
+        raise ValueError(f"model must be one of {sorted(PRESETS)} or a saved-world folder, got {model!r}")
+    c = benchmark_card(sae, model, out=out, names=name, format=format, num_samples=num_samples,
+                       batch_size=batch_size, seed=seed, probe_steps=probe_steps, with_breakdown=breakdown, device=device)
+    for e in c.entries:
+        h = e.headline
+        print(f"{e.name}: L0 {h.sae_l0:.2f}, EV {h.explained_variance:.3f}, MCC {h.mcc:.3f}, F1 {h.f1:.3f}")
+    print(c.baseline_note)
+    return card_dict(c)
+
+COMMANDS['card'] = card
