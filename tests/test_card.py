@@ -1,5 +1,5 @@
 "Benchmark card and SAE formats: round trips with the libraries' own files, detection, bad input, card files"
-import json
+import json, re
 from dataclasses import replace
 import pytest
 import torch
@@ -184,3 +184,69 @@ def test_any_object_with_encode_decode_and_W_dec(tmp_path, model):
     assert card.entries[0].name == 'Plain'
     ours = evaluate(sae, model, num_samples=512, batch_size=256)
     assert card.entries[0].headline == replace(ours, eval_mode=None)  # a plain object has no eval modes
+
+
+# ---- every bad input of every format: a clear error before any evaluation, and no card (nor a changed one) on disk
+
+def write_sae(sae, folder, fmt):
+    {'saelens': lambda: sae.save(folder), 'sparsify': lambda: save_sparsify(sae, folder),
+     'dictionary_learning': lambda: save_dictionary_learning(sae, folder)}[fmt]()
+    return folder
+
+
+ENCODER_NAME = {'saelens': 'W_enc', 'sparsify': 'encoder.weight', 'dictionary_learning': 'encoder.weight'}
+
+
+def nan_in_encoder(sae):
+    with torch.no_grad(): sae.W_enc[3, 5] = float('nan')
+    return sae
+
+
+def bad_folders(tmp_path, fmt):
+    "(folder, extra CLI options, message) for each bad input of the issue, written the way `fmt` writes an SAE"
+    topk = lambda d_in: make_sae('topk', d_in, 64, k=4, seed=0)
+    wide = write_sae(topk(32), tmp_path/f'{fmt}_wide', fmt)
+    nan = write_sae(nan_in_encoder(topk(48)), tmp_path/f'{fmt}_nan', fmt)
+    missing = write_sae(topk(48), tmp_path/f'{fmt}_missing', fmt)
+    (missing/SAE_FORMATS[fmt][1]).unlink()
+    good = write_sae(topk(48), tmp_path/f'{fmt}_good', fmt)
+    ambiguous = write_sae(topk(48), tmp_path/f'{fmt}_ambiguous', fmt)
+    other = next(k for k in SAE_FORMATS if SAE_FORMATS[k][1] != SAE_FORMATS[fmt][1])
+    (ambiguous/SAE_FORMATS[other][1]).write_bytes(b'')
+    known = '.*'.join(SAE_FORMATS)
+    return [(wide, [], r"inputs of size 32 .* hidden_dim is 48"),
+            (nan, [], rf"tensor '{ENCODER_NAME[fmt]}' in .*{SAE_FORMATS[fmt][1]} has 1 NaN or infinite value"),
+            (missing, [], rf"missing weights file .*{SAE_FORMATS[fmt][1]}"),
+            (ambiguous, [], r"ambiguous SAE folder"),
+            (good, ['--format', 'safetensors'], rf"format must be one of .*{known}")]
+
+
+@pytest.mark.parametrize('fmt', list(SAE_FORMATS))
+def test_cli_bad_input_before_any_evaluation(tmp_path, monkeypatch, capsys, fmt):
+    import synthsae.card as card_mod
+    def never(*a, **kw): raise AssertionError('evaluation started on bad input')
+    for f in ('evaluate_modes', 'train_probe', 'classification_counts'): monkeypatch.setattr(card_mod, f, never)
+    (tmp_path/'old_card').mkdir()
+    (tmp_path/'old_card'/'card.json').write_text('{"card": "an earlier card"}')
+    for folder, extra, msg in bad_folders(tmp_path, fmt):
+        for out in ('new_card', 'old_card'):
+            argv = ['card', '--sae', str(tmp_path/f'{fmt}_good'), '--sae', str(folder), '--model', 'tiny',
+                    '--out', str(tmp_path/out), *extra]
+            assert main(argv) == 2, (folder.name, out)
+            err = capsys.readouterr().err
+            assert err.startswith('synthsae card: error: ') and re.search(msg, err), (folder.name, err)
+        assert not (tmp_path/'new_card').exists()
+        assert sorted(p.name for p in (tmp_path/'old_card').iterdir()) == ['card.json']
+        assert json.loads((tmp_path/'old_card'/'card.json').read_text()) == {'card': 'an earlier card'}
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith('.') or 'tmp' in p.name]
+
+
+def test_out_that_is_not_a_card_folder(tmp_path, model):
+    "An `out` holding other files is refused before anything is loaded, and left as it was"
+    (tmp_path/'notes').mkdir()
+    (tmp_path/'notes'/'todo.txt').write_text('keep me')
+    with pytest.raises(ValueError, match='not a card folder'):
+        benchmark_card(make_sae('topk', 48, 64, k=4, seed=0), model, out=tmp_path/'notes')
+    assert [p.name for p in (tmp_path/'notes').iterdir()] == ['todo.txt']
+    with pytest.raises(FileNotFoundError, match='parent folder of out'):
+        benchmark_card(make_sae('topk', 48, 64, k=4, seed=0), model, out=tmp_path/'no'/'card')
