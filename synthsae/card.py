@@ -254,7 +254,8 @@ def _as_items(saes, names, format:str|None, device:str)->list[tuple]:
     items = []
     for i, s in enumerate(saes):
         if isinstance(s, (str, Path)):
-            p = Path(s); fmt = format or detect_format(p)
+            p = Path(s)
+            fmt = format or detect_format(p)
             items.append((read_sae(p, fmt, device), f'{p} ({fmt})', p.name))
         else: items.append((s, type(s).__name__, getattr(s, 'architecture', type(s).__name__)))
     labels = list(names) if names is not None else _unique([n for *_, n in items])
@@ -374,7 +375,8 @@ def _legend_panel(ax, first, card:Card):
         h += [plt.Line2D([], [], color='k', ls=':', lw=1),
               plt.Line2D([], [], color='k', ls='none', marker='_', ms=12, mew=2)]
         l += ['probe ceiling (first L features)', 'probe ceiling (matched set)']
-    ax.set_axis_off(); ax.legend(h, l, loc='center', frameon=False, fontsize=8)
+    ax.set_axis_off()
+    ax.legend(h, l, loc='center', frameon=False, fontsize=8)
 
 # %% ../nbs/45_card.ipynb #db61a955
 def card_figure(
@@ -385,8 +387,11 @@ def card_figure(
     fig, axes = plt.subplots(2, 3, figsize=(9.6, 5.8), dpi=90)
     axes = axes.ravel()
     for ax, m in zip(axes, ('explained_variance', 'mcc', 'f1', 'uniqueness', 'dead_latents')):
-        _baseline_lines(ax, df, m); _sae_points(ax, card, m)
-        ax.set(xlabel='SAE L0', ylabel=METRIC_LABELS.get(m, m)); ax.grid(alpha=0.3); ax.margins(x=0.08, y=0.12)
+        _baseline_lines(ax, df, m)
+        _sae_points(ax, card, m)
+        ax.set(xlabel='SAE L0', ylabel=METRIC_LABELS.get(m, m))
+        ax.grid(alpha=0.3)
+        ax.margins(x=0.08, y=0.12)
     first_k = [e.probe['first_k'] for e in card.entries if e.probe]
     if first_k: axes[2].axhline(first_k[0], color='k', ls=':', lw=1)
     _legend_panel(axes[5], axes[0], card)
@@ -394,7 +399,8 @@ def card_figure(
     fig.suptitle(f"Benchmark card · {w['name'] or 'custom'} world (N={w['num_features']:,}, D={w['hidden_dim']:,}) · "
                  f"{p['num_samples']:,} eval samples, batch {p['batch_size']:,}", fontsize=10, y=0.995)
     fig.text(0.5, 0.955, textwrap.fill(card.baseline_note, 150), ha='center', va='top', fontsize=7.5, color='#444')
-    fig.tight_layout(rect=(0, 0, 1, 0.93)); plt.close(fig)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    plt.close(fig)
     return fig
 
 # %% ../nbs/45_card.ipynb #87a4f364
@@ -515,7 +521,8 @@ def save_card(
     "Write card.json, card.html and the figure (card.png, card.svg, card.csv) into `out`"
     fig = card_figure(card)
     with atomic_directory(out) as tmp:
-        mask = os.umask(0); os.umask(mask)
+        mask = os.umask(0)
+        os.umask(mask)
         tmp.chmod(0o777 & ~mask)  # a card folder is for sharing: the usual permissions, not mkdtemp's 0700
         paths = save_figure(fig, figure_data(card), tmp, 'card')
         write_json(tmp/'card.json', card_dict(card))

@@ -72,7 +72,8 @@ def load_saelens(
 )->SAE:
     "`saes.load_sae` after the checks every format gets: files named when missing, weights finite"
     path = Path(path)
-    read_config(path/'cfg.json'); read_tensors(path/'sae_weights.safetensors')
+    read_config(path/'cfg.json')
+    read_tensors(path/'sae_weights.safetensors')
     return load_sae(path, device)
 
 # %% ../nbs/12_formats.ipynb #3e364378
@@ -95,7 +96,8 @@ def load_sparsify(
     device:str='cpu',   # where to put the SAE
 )->TopKSAE:
     "A TopK SAE from EleutherAI sparsify's folder format"
-    path = Path(path); f = path/'sae.safetensors'
+    path = Path(path)
+    f = path/'sae.safetensors'
     cfg, sd = read_config(path/'cfg.json'), read_tensors(f)
     _check_sparsify(cfg, sd, f)
     d_sae, d = sd['encoder.weight'].shape
@@ -167,7 +169,8 @@ def load_dictionary_learning(
     device:str='cpu',   # where to put the SAE
 )->SAE:
     "The synthsae SAE equal to a dictionary_learning dictionary"
-    path = Path(path); f = path/'ae.pt'
+    path = Path(path)
+    f = path/'ae.pt'
     sd = read_tensors(f)
     cls = dictionary_class(sd, read_config(path/'config.json') if (path/'config.json').is_file() else None, f)
     w = _dl_tensors(cls, sd)
@@ -241,7 +244,8 @@ def save_dictionary_learning(
     trainer = dict(dict_class=cls, activation_dim=m.cfg.d_in, dict_size=m.cfg.d_sae)
     if 'k' in sd: trainer['k'] = int(sd['k'])
     with atomic_directory(path) as tmp:
-        torch.save(sd, tmp/'ae.pt'); write_json(tmp/'config.json', {'trainer': trainer})
+        torch.save(sd, tmp/'ae.pt')
+        write_json(tmp/'config.json', {'trainer': trainer})
     return Path(path)
 
 # %% ../nbs/12_formats.ipynb #5ff39120
