@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: install install-formats test export-check clean-check nbtest pytest pytest-default-isa reproduce baselines \
-	baselines-tiny bench train-bench reference-venv docs clean
+	baselines-cpu baselines-tiny bench train-bench reference-venv docs clean
 
 $(STAMP): settings.ini setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -54,9 +54,17 @@ reproduce: install
 	$(BIN)/synthsae reproduce --scale cpu --device cpu --out reports
 
 # the baseline files the benchmark card ships (synthsae/data/baselines/): the 16k world's from the paper's numbers and
-# the cpu world's from the cpu-scale L0 sweep, so run it after `make reproduce` (it reads reports/72_l0_sweep/)
+# the cpu world's from the L0 sweep of a full `make reproduce` (it reads reports/72_l0_sweep/); without a full
+# reproduction, `make baselines-cpu` runs only that sweep
 baselines: install
 	$(PY) tools/make_baselines.py --paper --sweep reports
+
+# the cpu world's baseline file from a fresh cpu-scale L0 sweep alone (the reproduction's F2: 25 SAEs of 1,000,000
+# samples, about 40 min on 2 cores; trained runs are cached, so a rerun only redoes what is missing)
+baselines-cpu: install
+	rm -rf build/baselines-cpu && mkdir -p build
+	$(BIN)/synthsae reproduce --scale cpu --device cpu --only F2 --out build/baselines-cpu
+	$(PY) tools/make_baselines.py --sweep build/baselines-cpu
 
 # the tiny world's baseline file, from a fresh tiny-scale L0 sweep (a few minutes)
 baselines-tiny: install
