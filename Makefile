@@ -17,9 +17,12 @@ $(STAMP): settings.ini setup.py
 
 install: $(STAMP)
 
-# the SAE libraries whose formats synthsae reads, for the round-trip tests that skip without them; torch stays pinned
+# the SAE libraries whose formats synthsae reads, for the round-trip tests that skip without them; torch stays pinned.
+# dictionary-learning's dependencies (nnsight → transformers) pull a torchvision built for another torch, which breaks
+# `import transformers` beside the CPU torch; nothing here needs torchvision, so it goes
 install-formats: install
 	$(PY) -m pip install -q -e ".[formats]" torch==2.13.0
+	$(PY) -m pip uninstall -q -y torchvision
 
 # synthsae/ must be exactly what the notebooks export
 export-check: install

@@ -93,6 +93,43 @@ def test_real_sparsify_round_trip(tmp_path, x):
                                atol=1e-5, rtol=1e-5)
 
 
+
+def real_dictionaries(dl):
+    "One object of every dictionary_learning class we read, D = 12, L = 32, built by the library itself"
+    from dictionary_learning.dictionary import AutoEncoder, AutoEncoderNew, JumpReluAutoEncoder
+    from dictionary_learning.trainers.top_k import AutoEncoderTopK
+    from dictionary_learning.trainers.batch_top_k import BatchTopKSAE as DLBatchTopK
+    from dictionary_learning.trainers.matryoshka_batch_top_k import MatryoshkaBatchTopKSAE
+    return {'AutoEncoder': AutoEncoder(12, 32), 'AutoEncoderNew': AutoEncoderNew(12, 32),
+            'JumpReluAutoEncoder': JumpReluAutoEncoder(12, 32), 'AutoEncoderTopK': AutoEncoderTopK(12, 32, 4),
+            'BatchTopKSAE': DLBatchTopK(12, 32, 4), 'MatryoshkaBatchTopKSAE': MatryoshkaBatchTopKSAE(12, 32, 4, [8, 24])}
+
+
+def test_real_dictionary_learning_round_trip(tmp_path, x):
+    "Every dictionary class, built by dictionary_learning and saved as its `trainSAE` saves it, reads back the same"
+    # `make install-formats` installs it (and removes the torchvision its dependencies pull in, built for another
+    # torch); without it, the round trips above use files written from the documented format by our own writer
+    dl = pytest.importorskip('dictionary_learning')
+    for i, (cls, d) in enumerate(real_dictionaries(dl).items()):
+        g = torch.Generator().manual_seed(10 + i)
+        with torch.no_grad():
+            for n, p in d.named_parameters(): p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+            if cls == 'JumpReluAutoEncoder': d.threshold.abs_()
+            if hasattr(d, 'threshold') and d.threshold.dim() == 0: d.threshold.fill_(0.2)
+        folder = tmp_path/cls
+        folder.mkdir()
+        torch.save({k: v.cpu() for k, v in d.state_dict().items()}, folder/'ae.pt')
+        (folder/'config.json').write_text(json.dumps({'trainer': {'dict_class': cls, 'k': getattr(d, 'k', None)}},
+                                                     default=int, indent=4))
+        ours = read_sae(folder)
+        modes = {'BatchTopKSAE': {'batch': False, 'threshold': True},
+                 'MatryoshkaBatchTopKSAE': {'batch': False, 'threshold': True}}.get(cls, {None: None})
+        for mode, use_threshold in modes.items():
+            want = d.encode(x) if use_threshold is None else d.encode(x, use_threshold=use_threshold)
+            torch.testing.assert_close(ours.encode(x, mode=mode), want, atol=1e-5, rtol=1e-5, msg=f'{cls} {mode}')
+            torch.testing.assert_close(ours.decode(ours.encode(x, mode=mode)), d.decode(want), atol=1e-5, rtol=1e-5,
+                                       msg=f'{cls} {mode}')
+
 # ---- detection and bad input
 
 def test_detection_errors(tmp_path):
