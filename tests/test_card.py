@@ -276,12 +276,12 @@ def test_cli_bad_input_before_any_evaluation(tmp_path, monkeypatch, capsys, fmt)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith('.') or 'tmp' in p.name]
 
 
-def test_out_that_is_not_a_card_folder(tmp_path, model):
+def test_out_that_is_not_a_card_folder(tmp_path, tiny):
     "An `out` holding other files is refused before anything is loaded, and left as it was"
     (tmp_path/'notes').mkdir()
     (tmp_path/'notes'/'todo.txt').write_text('keep me')
     with pytest.raises(ValueError, match='not a card folder'):
-        benchmark_card(make_sae('topk', 48, 64, k=4, seed=0), model, out=tmp_path/'notes')
+        benchmark_card(make_sae('topk', 48, 64, k=4, seed=0), tiny, out=tmp_path/'notes')
     assert [p.name for p in (tmp_path/'notes').iterdir()] == ['todo.txt']
     with pytest.raises(FileNotFoundError, match='parent folder of out'):
-        benchmark_card(make_sae('topk', 48, 64, k=4, seed=0), model, out=tmp_path/'no'/'card')
+        benchmark_card(make_sae('topk', 48, 64, k=4, seed=0), tiny, out=tmp_path/'no'/'card')
