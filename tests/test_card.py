@@ -55,7 +55,8 @@ def test_dictionary_learning_round_trip(tmp_path, x, arch):
 def test_dictionary_learning_by_tensor_names(tmp_path, x):
     "Without config.json the class comes from the tensor names (AutoEncoder: `bias`, `encoder.*`, `decoder.weight`)"
     sae = randomised(make_sae('standard', 12, 32, seed=0))
-    save_dictionary_learning(sae, tmp_path/'dl'); (tmp_path/'dl'/'config.json').unlink()
+    save_dictionary_learning(sae, tmp_path/'dl')
+    (tmp_path/'dl'/'config.json').unlink()
     same_function(read_sae(tmp_path/'dl'), sae, x)
     save_dictionary_learning(randomised(make_sae('batchtopk', 12, 32, k=4, seed=0)), tmp_path/'bt')
     (tmp_path/'bt'/'config.json').unlink()
@@ -64,7 +65,8 @@ def test_dictionary_learning_by_tensor_names(tmp_path, x):
 
 def test_sparsify_and_saelens_round_trip(tmp_path, x):
     sae = randomised(make_sae('topk', 12, 32, k=4, seed=0))
-    save_sparsify(sae, tmp_path/'sp'); sae.save(tmp_path/'sl')
+    save_sparsify(sae, tmp_path/'sp')
+    sae.save(tmp_path/'sl')
     assert [detect_format(tmp_path/n) for n in ('sp', 'sl')] == ['sparsify', 'saelens']
     same_function(read_sae(tmp_path/'sp'), sae, x)
     same_function(read_sae(tmp_path/'sl'), sae, x)
@@ -92,7 +94,7 @@ def test_real_sparsify_round_trip(tmp_path, x):
 
 
 
-def real_dictionaries(dl):
+def real_dictionaries():
     "One object of every dictionary_learning class we read, D = 12, L = 32, built by the library itself"
     from dictionary_learning.dictionary import AutoEncoder, AutoEncoderNew, JumpReluAutoEncoder
     from dictionary_learning.trainers.top_k import AutoEncoderTopK
@@ -100,15 +102,16 @@ def real_dictionaries(dl):
     from dictionary_learning.trainers.matryoshka_batch_top_k import MatryoshkaBatchTopKSAE
     return {'AutoEncoder': AutoEncoder(12, 32), 'AutoEncoderNew': AutoEncoderNew(12, 32),
             'JumpReluAutoEncoder': JumpReluAutoEncoder(12, 32), 'AutoEncoderTopK': AutoEncoderTopK(12, 32, 4),
-            'BatchTopKSAE': DLBatchTopK(12, 32, 4), 'MatryoshkaBatchTopKSAE': MatryoshkaBatchTopKSAE(12, 32, 4, [8, 24])}
+            'BatchTopKSAE': DLBatchTopK(12, 32, 4),
+            'MatryoshkaBatchTopKSAE': MatryoshkaBatchTopKSAE(12, 32, 4, [8, 24])}
 
 
 def test_real_dictionary_learning_round_trip(tmp_path, x):
     "Every dictionary class, built by dictionary_learning and saved as its `trainSAE` saves it, reads back the same"
     # `make install-formats` installs it (and removes the torchvision its dependencies pull in, built for another
     # torch); without it, the round trips above use files written from the documented format by our own writer
-    dl = pytest.importorskip('dictionary_learning')
-    for i, (cls, d) in enumerate(real_dictionaries(dl).items()):
+    pytest.importorskip('dictionary_learning')
+    for i, (cls, d) in enumerate(real_dictionaries().items()):
         g = torch.Generator().manual_seed(10 + i)
         with torch.no_grad():
             for n, p in d.named_parameters(): p.copy_(torch.randn(p.shape, generator=g) * 0.3)
