@@ -11,6 +11,7 @@ from synthsae.formats import (read_sae, detect_format, save_sparsify, save_dicti
                               DICTIONARY_LEARNING_KEYS)
 from synthsae.card import benchmark_card, load_baseline, paper_baseline, baseline_dir
 from synthsae.cli import main
+from synthsae.paper import SCALES
 
 ARCH_KW = {'standard': {}, 'topk': dict(k=4), 'batchtopk': dict(k=4), 'matryoshka_batchtopk': dict(k=4), 'jumprelu': {}}
 
@@ -194,19 +195,36 @@ def test_cli_compares_several(tmp_path):
 # ---- baselines are generated, never typed
 
 def paper_numbers():
-    from synthsae.paper import F2_REFERENCE, T3_REFERENCE, SCALES
+    from synthsae.paper import F2_REFERENCE, T3_REFERENCE
     return F2_REFERENCE, T3_REFERENCE, dict(num_steps=SCALES['paper'].probe_steps, lr=SCALES['paper'].probe_lr)
 
 
 def test_shipped_baselines():
     f2, t3, probe = paper_numbers()
     assert load_baseline('synthsaebench-16k') == json.loads(json.dumps(paper_baseline(f2, t3, probe=probe)))
-    tiny = load_baseline('tiny')
-    assert tiny['world_config_hash'] == config_hash(preset('tiny'))
-    assert all(p['source'].startswith('synthsae tiny-scale reproduction') for p in tiny['points'])
     paper_archs = {'batchtopk', 'jumprelu', 'matching_pursuit', 'matryoshka_batchtopk', 'standard'}
-    assert {p['arch'] for p in tiny['points']} == paper_archs
-    assert sorted(f.name for f in baseline_dir().glob('*.json')) >= ['synthsaebench-16k.json', 'tiny.json']
+    for world in ('tiny', 'cpu'):
+        b = load_baseline(world)
+        assert b['world_config_hash'] == config_hash(preset(world))
+        assert all(p['source'].startswith(f'synthsae {world}-scale reproduction') for p in b['points'])
+        assert {p['arch'] for p in b['points']} == paper_archs
+        assert {p['l0'] for p in b['points']} == set(map(float, SCALES[world].l0s))
+    names = ['cpu.json', 'synthsaebench-16k.json', 'tiny.json']
+    assert sorted(f.name for f in baseline_dir().glob('*.json')) == names
+
+
+def test_cpu_world_sae_beside_its_baseline(tmp_path):
+    "An SAE of the cpu world is placed beside the cpu-scale sweep the package ships, on that sweep's protocol"
+    cpu = SyntheticModel.from_preset('cpu')
+    base = load_baseline('cpu')
+    sae = make_sae('batchtopk', cpu.hidden_dim, base['d_sae'], k=10, seed=0)
+    card = benchmark_card(sae, cpu, out=tmp_path/'c', num_samples=2048, probe_steps=0, with_breakdown=False)
+    assert card.baseline == base and card.protocol['batch_size'] == base['eval']['batch_size']
+    assert card.entries[0].headline.sae_l0 == 10.
+    near = json.loads((tmp_path/'c'/'card.json').read_text())['saes'][0]['baseline_at_l0']
+    own = next(p for p in base['points'] if p['arch'] == 'batchtopk' and p['l0'] == 10.)
+    assert {m: near[m]['batchtopk'] for m in ('mcc', 'f1')} == {m: own[m] for m in ('mcc', 'f1')}
+    assert 'cpu-scale reproduction' in (tmp_path/'c'/'card.html').read_text()
 
 
 def test_any_object_with_encode_decode_and_W_dec(tmp_path, tiny):
