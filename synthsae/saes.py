@@ -17,11 +17,11 @@ from .core import (resolve_seed, make_generator, unit_rows, cos_sim, check_range
 
 # %% auto #0
 __all__ = ['NORMALIZATIONS', 'ARCHS', 'PAPER_TOTAL_STEPS', 'SAEConfig', 'init_decoder', 'SAEOut', 'mse_loss', 'sae_out',
-           'warmup_coefficient', 'SAE', 'sparse_decode', 'runs_to_offsets', 'StandardSAEConfig', 'StandardSAE',
-           'topk_aux_loss', 'TopKSAEConfig', 'TopKSAE', 'BatchTopKSAEConfig', 'BatchTopKSAE', 'rectangle', 'JumpReLUFn',
-           'StepFn', 'JumpReLUSAEConfig', 'JumpReLUSAE', 'default_matryoshka_widths', 'matryoshka_widths',
-           'MatryoshkaBatchTopKSAEConfig', 'MatryoshkaBatchTopKSAE', 'MatchingPursuitSAEConfig', 'MatchingPursuitSAE',
-           'make_sae', 'load_sae', 'jumprelu_paper_v1', 'jumprelu_later', 'paper_sae_config']
+           'warmup_coefficient', 'SAE', 'sparse_decode', 'runs_to_offsets', 'GatherPre', 'PreActs', 'StandardSAEConfig',
+           'StandardSAE', 'topk_aux_loss', 'TopKSAEConfig', 'TopKSAE', 'BatchTopKSAEConfig', 'BatchTopKSAE',
+           'rectangle', 'JumpReLUFn', 'StepFn', 'JumpReLUSAEConfig', 'JumpReLUSAE', 'default_matryoshka_widths',
+           'matryoshka_widths', 'MatryoshkaBatchTopKSAEConfig', 'MatryoshkaBatchTopKSAE', 'MatchingPursuitSAEConfig',
+           'MatchingPursuitSAE', 'make_sae', 'load_sae', 'jumprelu_paper_v1', 'jumprelu_later', 'paper_sae_config']
 
 # %% ../nbs/10_saes.ipynb #0e71e8fc
 NORMALIZATIONS = ('none', 'expected_average_only_in')
@@ -84,6 +84,7 @@ def warmup_coefficient(
 class SAE(nn.Module):
     "Base SAE: parameters, seeded initialisation, pre-activations and linear decoding"
     architecture = 'base'; config_class = SAEConfig; eval_modes = ('default',); tied = False
+    sparse_grad = True   # TopK family: backward through the selected pre-activations only; False: the dense oracle
     def __init__(self, cfg:SAEConfig):
         super().__init__()
         if not isinstance(cfg, self.config_class): raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(cfg).__name__}")
@@ -109,9 +110,11 @@ class SAE(nn.Module):
     def _mode(self, mode:str|None)->str: return check_choice('mode', self.eval_modes[0] if mode is None else mode, self.eval_modes)
     def hidden_pre(self, x:Tensor)->Tensor:
         "Encoder pre-activations h = (x − b_dec) W_enc + b_enc: (bs, n_lat)"
-        # written x W_enc + (b_enc − b_dec W_enc): b_dec's gradient is then a (1×L)(L×D) product, not a (B×L)(L×D) one
-        b = self.b_enc - self.b_dec @ self.W_enc if self.cfg.apply_b_dec_to_input else self.b_enc
-        return x @ self.W_enc + b
+        return x @ self.W_enc + self.enc_bias()
+    def enc_bias(self)->Tensor:
+        "Effective encoder bias b_enc − b_dec W_enc (or b_enc): (n_lat,)"
+        # h = x W_enc + (b_enc − b_dec W_enc): b_dec's gradient is then a (1×L)(L×D) product, not a (B×L)(L×D) one
+        return self.b_enc - self.b_dec @ self.W_enc if self.cfg.apply_b_dec_to_input else self.b_enc
     def W_dec_norm(self)->Tensor:
         "Decoder row norms, clamped at 1e-8: (n_lat,)"
         return self.W_dec.norm(dim=-1).clamp_min(1e-8)
@@ -140,6 +143,62 @@ def runs_to_offsets(sample:Tensor, bs:int)->Tensor:
     "Start offsets (bs,) of each sample's run in a sorted flat list of sample ids (no host sync)"
     counts = torch.bincount(sample, minlength=bs)
     return counts.cumsum(0) - counts
+
+# %% ../nbs/10_saes.ipynb #829a3093
+def _sum_by(
+    key:Tensor,                # (n,) output row of each term
+    idx:Tensor,                # (n,) row of `M` each term takes
+    w:Tensor,                  # (n,) weight of each term
+    M:Tensor,                  # (m, d) rows to sum
+    n_out:int,                 # rows of the result
+)->Tensor:                     # (n_out, d): row r is Σ_{i: key_i = r} w_i M[idx_i]
+    "Weighted sums of rows of `M` grouped by `key`, with a sorted `embedding_bag` (empty groups give 0)"
+    key_s, order = key.sort(stable=True)
+    offsets = runs_to_offsets(key_s, n_out)
+    return F.embedding_bag(idx[order], M.contiguous(), offsets, mode='sum', per_sample_weights=w[order].to(M.dtype))
+
+class GatherPre(torch.autograd.Function):
+    "Entries (rows, cols) of h·s, where h = x W_enc + b was computed without autograd; the backward touches only them"
+    @staticmethod
+    def forward(ctx, h:Tensor, x:Tensor, W_enc:Tensor, b:Tensor, s:Tensor|None, rows:Tensor, cols:Tensor)->Tensor:
+        hv = h[rows, cols]
+        ctx.save_for_backward(x, W_enc, hv, s, rows, cols)
+        ctx.dtypes = b.dtype, None if s is None else s.dtype
+        return hv if s is None else hv * s[cols]
+    @staticmethod
+    def backward(ctx, g:Tensor):
+        x, W_enc, hv, s, rows, cols = ctx.saved_tensors
+        gh = g if s is None else g * s[cols]                                 # dL/dh at the chosen entries
+        n_lat, gx, gW, gb, gs = W_enc.shape[1], None, None, None, None
+        if ctx.needs_input_grad[1]: gx = _sum_by(rows, cols, gh, W_enc.t(), x.shape[0]).to(x.dtype)
+        if ctx.needs_input_grad[2]: gW = _sum_by(cols, rows, gh, x, n_lat).t().to(W_enc.dtype)
+        if ctx.needs_input_grad[3]: gb = gh.new_zeros(n_lat).index_add_(0, cols, gh).to(ctx.dtypes[0])
+        if s is not None and ctx.needs_input_grad[4]:
+            gs = g.new_zeros(n_lat).index_add_(0, cols, g * hv).to(ctx.dtypes[1])
+        return None, gx, gW, gb, gs, None, None
+
+class PreActs:
+    "Pre-activations of a batch: `r` (bs, n_lat) ranks the latents; `gather` and `take` give entries with autograd"
+    def __init__(self, r:Tensor, at=None, lo:int=0):
+        self.r, self._at, self.lo = r, at, lo      # at(rows, cols): entries of the full matrix; lo: first column of r
+    @classmethod
+    def dense(cls, r:Tensor)->PreActs:
+        "Wrap (bs, n_lat) pre-activations that carry their own autograd (the dense path)"
+        return r if isinstance(r, PreActs) else cls(r)
+    def gather(self, idx:Tensor)->Tensor:
+        "Entries at per-sample indices `idx` (bs, m): (bs, m)"
+        if self._at is None: return self.r.gather(-1, idx)
+        rows = torch.arange(idx.shape[0], device=idx.device)[:, None].expand_as(idx)
+        return self._at(rows.flatten(), idx.flatten() + self.lo).view(idx.shape)
+    def take(self, flat:Tensor)->Tensor:
+        "Entries at flat indices into the (bs, n_lat) matrix: same shape as `flat`"
+        if self._at is None: return self.r.flatten()[flat]
+        n = self.r.shape[1]
+        return self._at(flat // n, flat % n + self.lo)
+    def narrow(self, lo:int, hi:int)->PreActs:
+        "The latents lo..hi−1"
+        return PreActs(self.r[:, lo:hi], self._at, self.lo + lo) if self._at is not None else PreActs(self.r[:, lo:hi])
+
 
 # %% ../nbs/10_saes.ipynb #100c06ec
 @dataclass(frozen=True)
@@ -171,17 +230,22 @@ class StandardSAE(SAE):
 
 # %% ../nbs/10_saes.ipynb #9523ac6a
 def topk_aux_loss(
-    pre_r:Tensor,              # (bs, n_lat) pre-activations that rank the dead latents (h′, or h)
+    pre_r:Tensor|PreActs,      # (bs, n_lat) pre-activations that rank the dead latents (h′, or h)
     dead_mask:Tensor,          # (n_lat,) bool, True for dead latents
     residual:Tensor,           # (bs, d) x − x̂ (detached here)
     W:Tensor,                  # (n_lat, d) atoms used for decoding (unit rows when rescaling)
     b_dec:Tensor|None=None,    # (d,) added to the auxiliary reconstruction; None: none (the TopK family)
 )->Tensor:                     # scalar, before the coefficient
     "AuxK: top-⌊D/2⌋ dead pre-activations reconstruct the residual, scaled by min(n_dead/⌊D/2⌋, 1)"
+    pre = PreActs.dense(pre_r)
     k_aux = max(residual.shape[-1] // 2, 1)
-    dead = dead_mask.to(device=pre_r.device, dtype=torch.bool)
-    idx = torch.where(dead, pre_r, -torch.inf).topk(min(k_aux, pre_r.shape[-1]), dim=-1).indices
-    vals = torch.where(dead[idx], pre_r.gather(-1, idx), 0.)
+    dead = dead_mask.to(device=pre.r.device, dtype=torch.bool)
+    n_take = min(k_aux, pre.r.shape[-1])
+    # beyond the dead latents topk picks live ones whose value is masked to 0: on the CPU (where counting costs no
+    # sync) they are left out, which changes no sum and spares the sparse backward
+    if pre.r.device.type == 'cpu': n_take = max(1, min(n_take, int(dead.sum())))
+    idx = torch.where(dead, pre.r, -torch.inf).topk(n_take, dim=-1).indices
+    vals = torch.where(dead[idx], pre.gather(idx), 0.)
     e_hat = sparse_decode(idx, vals, W)
     if b_dec is not None: e_hat = e_hat + b_dec
     scale = (dead.sum() / k_aux).clamp(max=1.)
@@ -209,25 +273,36 @@ class TopKSAE(SAE):
         "h′ = h·‖d‖ when rescaling, else h: (bs, n_lat)"
         h = self.hidden_pre(x)
         return h * self.W_dec_norm() if self.cfg.rescale_acts_by_decoder_norm else h
-    def select(self, pre_r:Tensor)->tuple[Tensor, Tensor]:
-        "Indices and ReLU'd values (bs, k) of the per-sample top k"
+    def pre_acts(self, x:Tensor)->PreActs:
+        "h′ as `PreActs`: the backward touches the chosen entries only when `sparse_grad` and autograd are on"
+        if not (self.sparse_grad and torch.is_grad_enabled()): return PreActs.dense(self.rescaled_pre(x))
+        b = self.enc_bias()
+        s = self.W_dec_norm() if self.cfg.rescale_acts_by_decoder_norm else None
+        with torch.no_grad():
+            h = x @ self.W_enc + b
+            r = h * s if s is not None else h
+        return PreActs(r, lambda rows, cols: GatherPre.apply(h, x, self.W_enc, b, s, rows, cols))
+    def select(self, pre_r:Tensor, pre:PreActs|None=None)->tuple[Tensor, Tensor]:
+        "Indices and ReLU'd values (bs, k) of the per-sample top k (values from `pre` when given)"
         idx = pre_r.topk(self.cfg.k, dim=-1).indices
-        return idx, F.relu(pre_r.gather(-1, idx))
+        return idx, F.relu(pre_r.gather(-1, idx) if pre is None else pre.gather(idx))
     def encode(self, x:Tensor, mode:str|None=None)->Tensor:
         self._mode(mode)
         pre_r = self.rescaled_pre(x)
         return torch.zeros_like(pre_r).scatter(-1, *self.select(pre_r))
     def decode(self, z:Tensor)->Tensor: return z @ self.dec_weight() + self.b_dec
-    def aux_loss(self, pre_r:Tensor, dead_mask:Tensor|None, residual:Tensor, W:Tensor)->Tensor:
+    def aux_loss(self, pre_r:Tensor|PreActs, dead_mask:Tensor|None, residual:Tensor, W:Tensor)->Tensor:
         "Coefficient × AuxK, 0 without a dead mask"
-        if dead_mask is None: return pre_r.new_zeros((), dtype=torch.float32)
+        if dead_mask is None: return residual.new_zeros((), dtype=torch.float32)
         return self.cfg.aux_loss_coefficient * topk_aux_loss(pre_r, dead_mask, residual, W)
     def forward(self, x:Tensor, dead_mask:Tensor|None=None, step:int|None=None, multiplier:float|Tensor=1.)->SAEOut:
-        pre_r = self.rescaled_pre(x); idx, vals = self.select(pre_r); W = self.dec_weight()
+        pre = self.pre_acts(x)
+        idx, vals = self.select(pre.r, pre)
+        W = self.dec_weight()
         x_hat = sparse_decode(idx, vals, W) + self.b_dec
-        z = torch.zeros_like(pre_r).scatter(-1, idx, vals)
+        z = torch.zeros_like(pre.r).scatter(-1, idx, vals)
         return sae_out(x_hat, z, mse_loss=mse_loss(x_hat, x),
-                       auxiliary_reconstruction_loss=self.aux_loss(pre_r, dead_mask, x - x_hat, W))
+                       auxiliary_reconstruction_loss=self.aux_loss(pre, dead_mask, x - x_hat, W))
 
 # %% ../nbs/10_saes.ipynb #0d743e70
 @dataclass(frozen=True)
@@ -247,15 +322,16 @@ class BatchTopKSAE(TopKSAE):
     def _init_extra(self):
         self.register_buffer('topk_threshold', torch.zeros((), dtype=torch.float64))
         self._keep_dtype['topk_threshold'] = torch.float64
-    def select_batch(self, pre_r:Tensor)->tuple[Tensor, Tensor, Tensor]:
-        "Flat sorted indices, values and per-sample offsets of the batch top ⌊k·B⌋ of ReLU(h′)"
+    def select_batch(self, pre_r:Tensor, pre:PreActs|None=None)->tuple[Tensor, Tensor, Tensor]:
+        "Flat sorted indices, values (from `pre` when given) and per-sample offsets of the batch top ⌊k·B⌋ of ReLU(h′)"
         bs, n_lat = pre_r.shape
         acts = F.relu(pre_r).flatten()
         K = min(int(self.cfg.k * bs), acts.numel())
         flat = self._prefiltered_topk(acts, K) if acts.device.type == 'cpu' else None  # the length check syncs: CPU only
         if flat is None: flat = acts.topk(K, sorted=False).indices
         flat = flat.sort().values
-        return flat, acts[flat], runs_to_offsets(flat // n_lat, bs)
+        vals = acts[flat] if pre is None else F.relu(pre.take(flat))
+        return flat, vals, runs_to_offsets(flat // n_lat, bs)
     @torch.no_grad()
     def _prefiltered_topk(self, acts:Tensor, K:int, stride:int=16)->Tensor|None:
         "Exact top-K indices of `acts` via a cut estimated on every `stride`-th value; None when it cannot help"
@@ -284,16 +360,19 @@ def update_threshold_(self:BatchTopKSAE, vals:Tensor):
 @patch
 def forward(self:BatchTopKSAE, x:Tensor, dead_mask:Tensor|None=None, step:int|None=None, multiplier:float|Tensor=1., mode:str|None=None)->SAEOut:
     "Batch-mode forward with AuxK; updates θ in training mode. `mode='threshold'` decodes the JumpReLU rule"
-    pre_r, W = self.rescaled_pre(x), self.dec_weight()
+    W = self.dec_weight()
     if self._mode(mode) == 'threshold':
-        z = F.relu(pre_r) * (pre_r > self.topk_threshold); x_hat = z @ W + self.b_dec
+        pre = PreActs.dense(self.rescaled_pre(x))
+        z = F.relu(pre.r) * (pre.r > self.topk_threshold)
+        x_hat = z @ W + self.b_dec
     else:
-        flat, vals, offsets = self.select_batch(pre_r)
-        x_hat = sparse_decode(flat % pre_r.shape[1], vals, W, offsets) + self.b_dec
-        z = torch.zeros_like(pre_r).flatten().scatter(0, flat, vals).view_as(pre_r)
+        pre = self.pre_acts(x)
+        flat, vals, offsets = self.select_batch(pre.r, pre)
+        x_hat = sparse_decode(flat % pre.r.shape[1], vals, W, offsets) + self.b_dec
+        z = torch.zeros_like(pre.r).flatten().scatter(0, flat, vals).view_as(pre.r)
         if self.training: self.update_threshold_(vals.detach())
     return sae_out(x_hat, z, mse_loss=mse_loss(x_hat, x),
-                   auxiliary_reconstruction_loss=self.aux_loss(pre_r, dead_mask, x - x_hat, W))
+                   auxiliary_reconstruction_loss=self.aux_loss(pre, dead_mask, x - x_hat, W))
 
 # %% ../nbs/10_saes.ipynb #cb6c0a5c
 def rectangle(u:Tensor)->Tensor:
@@ -447,23 +526,26 @@ class MatryoshkaBatchTopKSAE(BatchTopKSAE):
             acc = acc + sparse_decode(lat, vals * ((lat >= lo) & (lat < hi)), W, offsets)
             out.append(acc)
         return out
-    def matryoshka_aux_loss(self, x:Tensor, pre_r:Tensor, prefixes:list[Tensor], dead_mask:Tensor|None)->Tensor:
+    def matryoshka_aux_loss(self, x:Tensor, pre_r:Tensor|PreActs, prefixes:list[Tensor], dead_mask:Tensor|None)->Tensor:
         "Σ over level segments of AuxK on the segment's dead latents against its prefix residual"
-        if dead_mask is None: return pre_r.new_zeros((), dtype=torch.float32)
-        W = self.dec_weight()
-        terms = [topk_aux_loss(pre_r[:, lo:hi], dead_mask[lo:hi], x - p, W[lo:hi]) for (lo, hi), p in zip(self.segments(), prefixes)]
+        if dead_mask is None: return x.new_zeros((), dtype=torch.float32)
+        W, pre = self.dec_weight(), PreActs.dense(pre_r)
+        terms = [topk_aux_loss(pre.narrow(lo, hi), dead_mask[lo:hi], x - p, W[lo:hi])
+                 for (lo, hi), p in zip(self.segments(), prefixes)]
         return self.cfg.aux_loss_coefficient * sum(terms)
 
 @patch
 def forward(self:MatryoshkaBatchTopKSAE, x:Tensor, dead_mask:Tensor|None=None, step:int|None=None, multiplier:float|Tensor=1., mode:str|None=None)->SAEOut:
     "Batch-mode forward: full MSE + aux + inner prefix MSEs; updates θ in training mode"
     if self._mode(mode) == 'threshold': return BatchTopKSAE.forward(self, x, dead_mask, step, multiplier, mode)
-    pre_r = self.rescaled_pre(x); flat, vals, offsets = self.select_batch(pre_r)
-    prefixes = self.prefix_decode(flat, vals, offsets); x_hat = prefixes[-1]
-    z = torch.zeros_like(pre_r).flatten().scatter(0, flat, vals).view_as(pre_r)
+    pre = self.pre_acts(x)
+    flat, vals, offsets = self.select_batch(pre.r, pre)
+    prefixes = self.prefix_decode(flat, vals, offsets)
+    x_hat = prefixes[-1]
+    z = torch.zeros_like(pre.r).flatten().scatter(0, flat, vals).view_as(pre.r)
     if self.training: self.update_threshold_(vals.detach())
-    aux = (self.matryoshka_aux_loss(x, pre_r, prefixes, dead_mask) if self.cfg.use_matryoshka_aux_loss
-           else self.aux_loss(pre_r, dead_mask, x - x_hat, self.dec_weight()))
+    aux = (self.matryoshka_aux_loss(x, pre, prefixes, dead_mask) if self.cfg.use_matryoshka_aux_loss
+           else self.aux_loss(pre, dead_mask, x - x_hat, self.dec_weight()))
     inner = {f'inner_mse_loss_{w}': mse_loss(p, x) for w, p in zip(self.cfg.matryoshka_widths[:-1], prefixes[:-1])}
     return sae_out(x_hat, z, mse_loss=mse_loss(x_hat, x), auxiliary_reconstruction_loss=aux, **inner)
 
