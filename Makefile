@@ -69,9 +69,11 @@ baselines-tiny: install
 # (e.g. `make reference-venv bench REFERENCE_PYTHON=.ref-venv/bin/python`)
 REFERENCE_PYTHON ?=
 BENCH_THREADS ?= 0
+BENCH_REPEATS ?= 5
 bench: install
 	mkdir -p reports
-	$(PY) tools/bench.py --scale full --reference_python "$(REFERENCE_PYTHON)" --threads $(BENCH_THREADS) --out reports/benchmarks
+	$(PY) tools/bench.py --scale full --reference_python "$(REFERENCE_PYTHON)" --threads $(BENCH_THREADS) \
+		--repeats $(BENCH_REPEATS) --out reports/benchmarks
 
 # training throughput of the benchmark's headline SAE (tools/train_bench.py): reports/train_benchmark.json
 train-bench: install

@@ -16,12 +16,13 @@ from .core import (resolve_seed, make_generator, unit_rows, cos_sim, check_range
                            DTYPES, to_jsonable, atomic_directory, write_json)
 
 # %% auto #0
-__all__ = ['NORMALIZATIONS', 'ARCHS', 'PAPER_TOTAL_STEPS', 'SAEConfig', 'init_decoder', 'SAEOut', 'mse_loss', 'sae_out',
-           'warmup_coefficient', 'SAE', 'sparse_decode', 'runs_to_offsets', 'GatherPre', 'PreActs', 'StandardSAEConfig',
-           'StandardSAE', 'topk_aux_loss', 'TopKSAEConfig', 'TopKSAE', 'BatchTopKSAEConfig', 'BatchTopKSAE',
-           'rectangle', 'JumpReLUFn', 'StepFn', 'JumpReLUSAEConfig', 'JumpReLUSAE', 'default_matryoshka_widths',
-           'matryoshka_widths', 'MatryoshkaBatchTopKSAEConfig', 'MatryoshkaBatchTopKSAE', 'MatchingPursuitSAEConfig',
-           'MatchingPursuitSAE', 'make_sae', 'load_sae', 'jumprelu_paper_v1', 'jumprelu_later', 'paper_sae_config']
+__all__ = ['NORMALIZATIONS', 'DENSE_BACKWARD_ABOVE', 'ARCHS', 'PAPER_TOTAL_STEPS', 'SAEConfig', 'init_decoder', 'SAEOut',
+           'mse_loss', 'sae_out', 'warmup_coefficient', 'SAE', 'sparse_decode', 'runs_to_offsets', 'GatherPre',
+           'PreActs', 'StandardSAEConfig', 'StandardSAE', 'topk_aux_loss', 'TopKSAEConfig', 'TopKSAE',
+           'BatchTopKSAEConfig', 'BatchTopKSAE', 'rectangle', 'JumpReLUFn', 'StepFn', 'JumpReLUSAEConfig',
+           'JumpReLUSAE', 'default_matryoshka_widths', 'matryoshka_widths', 'MatryoshkaBatchTopKSAEConfig',
+           'MatryoshkaBatchTopKSAE', 'MatchingPursuitSAEConfig', 'MatchingPursuitSAE', 'make_sae', 'load_sae',
+           'jumprelu_paper_v1', 'jumprelu_later', 'paper_sae_config']
 
 # %% ../nbs/10_saes.ipynb #0e71e8fc
 NORMALIZATIONS = ('none', 'expected_average_only_in')
@@ -157,6 +158,8 @@ def _sum_by(
     offsets = runs_to_offsets(key_s, n_out)
     return F.embedding_bag(idx[order], M.contiguous(), offsets, mode='sum', per_sample_weights=w[order].to(M.dtype))
 
+DENSE_BACKWARD_ABOVE = 16   # GatherPre's weight gradient is a dense product above 1/16 of the (bs, n_lat) entries
+
 class GatherPre(torch.autograd.Function):
     "Entries (rows, cols) of h·s, where h = x W_enc + b was computed without autograd; the backward touches only them"
     @staticmethod
@@ -170,8 +173,13 @@ class GatherPre(torch.autograd.Function):
         x, W_enc, hv, s, rows, cols = ctx.saved_tensors
         gh = g if s is None else g * s[cols]                                 # dL/dh at the chosen entries
         n_lat, gx, gW, gb, gs = W_enc.shape[1], None, None, None, None
-        if ctx.needs_input_grad[1]: gx = _sum_by(rows, cols, gh, W_enc.t(), x.shape[0]).to(x.dtype)
-        if ctx.needs_input_grad[2]: gW = _sum_by(cols, rows, gh, x, n_lat).t().to(W_enc.dtype)
+        if len(cols) * DENSE_BACKWARD_ABOVE > x.shape[0] * n_lat:          # many entries (AuxK, most latents dead)
+            G = gh.new_zeros(x.shape[0], n_lat).index_put_((rows, cols), gh, accumulate=True)
+            if ctx.needs_input_grad[1]: gx = (G @ W_enc.t().to(G.dtype)).to(x.dtype)
+            if ctx.needs_input_grad[2]: gW = (x.t().to(G.dtype) @ G).to(W_enc.dtype)
+        else:
+            if ctx.needs_input_grad[1]: gx = _sum_by(rows, cols, gh, W_enc.t(), x.shape[0]).to(x.dtype)
+            if ctx.needs_input_grad[2]: gW = _sum_by(cols, rows, gh, x, n_lat).t().to(W_enc.dtype)
         if ctx.needs_input_grad[3]: gb = gh.new_zeros(n_lat).index_add_(0, cols, gh).to(ctx.dtypes[0])
         if s is not None and ctx.needs_input_grad[4]:
             gs = g.new_zeros(n_lat).index_add_(0, cols, g * hv).to(ctx.dtypes[1])

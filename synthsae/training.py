@@ -172,20 +172,27 @@ def sae_step(
     amp:bool=False,            # bf16 autocast for the forward
     dead_feature_window:int=1000,  # a latent is dead after this many steps without firing
     world:int=1,               # data-parallel processes (gradients averaged over them)
+    mark:Callable|None=None,   # profiling: called with each phase's name as it ends (`tools/train_bench.py`)
 ):
     "One training step of one SAE, with no host sync unless the SAE has an autotuner"
+    mark = mark or (lambda phase: None)
     sae = m.sae
     xs = x * m.scale if m.scale != 1 else x
     dead = None if step < m.dead_free_until else m.since_fired > dead_feature_window
     mult = 1. if m.tuner is None else m.tuner.multiplier
     with torch.autocast(xs.device.type, dtype=torch.bfloat16, enabled=amp):
         out = sae(xs, dead_mask=dead, step=step, multiplier=mult)
+    mark('forward')
     out.loss.backward()
     _allreduce_mean_(_grads(sae), world)
+    mark('backward')
     if grad_clip: nn.utils.clip_grad_norm_(sae.parameters(), grad_clip, foreach=True)
+    mark('clip')
     for g in m.opt.param_groups: g['lr'] = lr
-    m.opt.step(); m.opt.zero_grad(set_to_none=True)
+    m.opt.step()
+    m.opt.zero_grad(set_to_none=True)
     sae.after_step_()                                                   # e.g. JumpReLU's raw θ ≥ 0
+    mark('adam')
     with torch.no_grad():
         z = out.z.detach()                                                  # (bs, n_lat)
         fired, l0 = z.any(0), torch.count_nonzero(z).float() / z.shape[0]   # no (bs, n_lat) bool copy: 4× faster
@@ -196,6 +203,7 @@ def sae_step(
         m.since_fired = torch.where(fired, 0, m.since_fired + 1)
         if m.tuner is not None: m.tuner.update(l0.item(), step)
     _accumulate(m, xs.float(), out, l0, step)
+    mark('bookkeeping')
     return out
 
 # %% ../nbs/20_training.ipynb #315166ae
