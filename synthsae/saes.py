@@ -39,7 +39,8 @@ class SAEConfig:
     device:str='cpu'                       # parameters are initialised on the CPU, then moved here
     dtype:str='float32'                    # parameter dtype: float32 | float64 | bfloat16 | float16
     def __post_init__(self):
-        check_int('d_in', self.d_in, 1); check_int('d_sae', self.d_sae, 1)
+        check_int('d_in', self.d_in, 1)
+        check_int('d_sae', self.d_sae, 1)
         if self.decoder_init_norm is not None: check_range('decoder_init_norm', self.decoder_init_norm, 0, lo_open=True)
         check_choice('normalize_activations', self.normalize_activations, NORMALIZATIONS)
         check_choice('dtype', self.dtype, DTYPES)
@@ -84,11 +85,15 @@ def warmup_coefficient(
 # %% ../nbs/10_saes.ipynb #6137c96c
 class SAE(nn.Module):
     "Base SAE: parameters, seeded initialisation, pre-activations and linear decoding"
-    architecture = 'base'; config_class = SAEConfig; eval_modes = ('default',); tied = False
+    architecture = 'base'
+    config_class = SAEConfig
+    eval_modes = ('default',)
+    tied = False
     sparse_grad = True   # TopK family: backward through the selected pre-activations only; False: the dense oracle
     def __init__(self, cfg:SAEConfig):
         super().__init__()
-        if not isinstance(cfg, self.config_class): raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(cfg).__name__}")
+        if not isinstance(cfg, self.config_class):
+            raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(cfg).__name__}")
         self.cfg = replace(cfg, seed=resolve_seed(cfg.seed))
         self._keep_dtype = {}
         W_dec = init_decoder(cfg.d_sae, cfg.d_in, cfg.decoder_init_norm, make_generator(self.cfg.seed))
@@ -108,7 +113,8 @@ class SAE(nn.Module):
             if t.dtype != dt: t.data = t.data.to(dt)
         return self
 
-    def _mode(self, mode:str|None)->str: return check_choice('mode', self.eval_modes[0] if mode is None else mode, self.eval_modes)
+    def _mode(self, mode:str|None)->str:
+        return check_choice('mode', self.eval_modes[0] if mode is None else mode, self.eval_modes)
     def hidden_pre(self, x:Tensor)->Tensor:
         "Encoder pre-activations h = (x − b_dec) W_enc + b_enc: (bs, n_lat)"
         return x @ self.W_enc + self.enc_bias()
@@ -219,19 +225,23 @@ class StandardSAEConfig(SAEConfig):
     autotune_start_step:int=0              # first step at which the autotuner acts
     def __post_init__(self):
         super().__post_init__()
-        check_range('l1_coefficient', self.l1_coefficient, 0); check_range('lp_norm', self.lp_norm, 0, lo_open=True)
-        check_int('l1_warm_up_steps', self.l1_warm_up_steps, 0); check_int('autotune_start_step', self.autotune_start_step, 0)
+        check_range('l1_coefficient', self.l1_coefficient, 0)
+        check_range('lp_norm', self.lp_norm, 0, lo_open=True)
+        check_int('l1_warm_up_steps', self.l1_warm_up_steps, 0)
+        check_int('autotune_start_step', self.autotune_start_step, 0)
         if self.target_l0 is not None: check_range('target_l0', self.target_l0, 0, self.d_sae, lo_open=True)
 
 class StandardSAE(SAE):
     "ReLU latents, decoder-norm-weighted L1 penalty"
-    architecture = 'standard'; config_class = StandardSAEConfig
+    architecture = 'standard'
+    config_class = StandardSAEConfig
     def encode(self, x:Tensor, mode:str|None=None)->Tensor:
         "z = ReLU(h)"
         self._mode(mode)
         return F.relu(self.hidden_pre(x))
     def forward(self, x:Tensor, dead_mask:Tensor|None=None, step:int|None=None, multiplier:float|Tensor=1.)->SAEOut:
-        z = self.encode(x); x_hat = self.decode(z)
+        z = self.encode(x)
+        x_hat = self.decode(z)
         coef = warmup_coefficient(self.cfg.l1_coefficient, step, self.cfg.l1_warm_up_steps) * multiplier
         penalty = (z * self.W_dec_norm()).norm(p=self.cfg.lp_norm, dim=-1).mean()
         return sae_out(x_hat, z, mse_loss=mse_loss(x_hat, x), l1_loss=coef * penalty)
@@ -268,12 +278,16 @@ class TopKSAEConfig(SAEConfig):
     aux_loss_coefficient:float=1.0         # AuxK coefficient
     def __post_init__(self):
         super().__post_init__()
-        self._check_k(); check_range('aux_loss_coefficient', self.aux_loss_coefficient, 0)
-    def _check_k(self): check_int('k', self.k, 1); check_range('k', self.k, 1, self.d_sae)
+        self._check_k()
+        check_range('aux_loss_coefficient', self.aux_loss_coefficient, 0)
+    def _check_k(self):
+        check_int('k', self.k, 1)
+        check_range('k', self.k, 1, self.d_sae)
 
 class TopKSAE(SAE):
     "Keep the k largest rescaled pre-activations per sample"
-    architecture = 'topk'; config_class = TopKSAEConfig
+    architecture = 'topk'
+    config_class = TopKSAEConfig
     def dec_weight(self)->Tensor:
         "Atoms used for decoding: unit rows when rescaling, else W_dec"
         return unit_rows(self.W_dec) if self.cfg.rescale_acts_by_decoder_norm else self.W_dec
@@ -319,14 +333,18 @@ class BatchTopKSAEConfig(TopKSAEConfig):
     k:float=100                            # mean latents per sample; the batch keeps ⌊k·B⌋
     topk_threshold_lr:float=0.01           # EMA rate of the inference threshold θ
     def __post_init__(self):
-        super().__post_init__(); check_range('topk_threshold_lr', self.topk_threshold_lr, 0, 1)
+        super().__post_init__()
+        check_range('topk_threshold_lr', self.topk_threshold_lr, 0, 1)
     def _check_k(self):
-        if isinstance(self.k, bool) or not isinstance(self.k, (int, float)): raise ValueError(f"k must be a number, got {self.k!r}")
+        if isinstance(self.k, bool) or not isinstance(self.k, (int, float)):
+            raise ValueError(f"k must be a number, got {self.k!r}")
         check_range('k', self.k, 0, self.d_sae, lo_open=True)
 
 class BatchTopKSAE(TopKSAE):
     "Keep the ⌊k·B⌋ largest rescaled activations of the batch; learn an inference threshold"
-    architecture = 'batchtopk'; config_class = BatchTopKSAEConfig; eval_modes = ('batch', 'threshold')
+    architecture = 'batchtopk'
+    config_class = BatchTopKSAEConfig
+    eval_modes = ('batch', 'threshold')
     def _init_extra(self):
         self.register_buffer('topk_threshold', torch.zeros((), dtype=torch.float64))
         self._keep_dtype['topk_threshold'] = torch.float64
@@ -335,7 +353,8 @@ class BatchTopKSAE(TopKSAE):
         bs, n_lat = pre_r.shape
         acts = F.relu(pre_r).flatten()
         K = min(int(self.cfg.k * bs), acts.numel())
-        flat = self._prefiltered_topk(acts, K) if acts.device.type == 'cpu' else None  # the length check syncs: CPU only
+        # the length check syncs: CPU only
+        flat = self._prefiltered_topk(acts, K) if acts.device.type == 'cpu' else None
         if flat is None: flat = acts.topk(K, sorted=False).indices
         flat = flat.sort().values
         vals = acts[flat] if pre is None else F.relu(pre.take(flat))
@@ -361,12 +380,15 @@ class BatchTopKSAE(TopKSAE):
 @torch.no_grad()
 def update_threshold_(self:BatchTopKSAE, vals:Tensor):
     "θ ← (1−r)θ + r·(smallest positive kept value), skipped when nothing positive was kept"
-    smallest = torch.where(vals > 0, vals, torch.inf).min().to(torch.float64) if vals.numel() else self.topk_threshold.new_tensor(torch.inf)
+    if vals.numel(): smallest = torch.where(vals > 0, vals, torch.inf).min().to(torch.float64)
+    else: smallest = self.topk_threshold.new_tensor(torch.inf)
     lr = self.cfg.topk_threshold_lr
-    self.topk_threshold.copy_(torch.where(torch.isfinite(smallest), (1 - lr) * self.topk_threshold + lr * smallest, self.topk_threshold))
+    self.topk_threshold.copy_(torch.where(torch.isfinite(smallest), (1 - lr) * self.topk_threshold + lr * smallest,
+                                          self.topk_threshold))
 
 @patch
-def forward(self:BatchTopKSAE, x:Tensor, dead_mask:Tensor|None=None, step:int|None=None, multiplier:float|Tensor=1., mode:str|None=None)->SAEOut:
+def forward(self:BatchTopKSAE, x:Tensor, dead_mask:Tensor|None=None, step:int|None=None, multiplier:float|Tensor=1.,
+            mode:str|None=None)->SAEOut:
     "Batch-mode forward with AuxK; updates θ in training mode. `mode='threshold'` decodes the JumpReLU rule"
     W = self.dec_weight()
     if self._mode(mode) == 'threshold':
@@ -396,7 +418,8 @@ class JumpReLUFn(torch.autograd.Function):
     "z = ReLU(h)·1[h > θ] with the straight-through threshold gradient −(θ/ε)K((h−θ)/ε)"
     @staticmethod
     def forward(ctx, h:Tensor, theta:Tensor, bandwidth:float)->Tensor:
-        ctx.save_for_backward(h, theta); ctx.bandwidth = bandwidth
+        ctx.save_for_backward(h, theta)
+        ctx.bandwidth = bandwidth
         return F.relu(h) * (h > theta).to(h.dtype)
     @staticmethod
     def backward(ctx, g:Tensor):
@@ -408,12 +431,14 @@ class StepFn(torch.autograd.Function):
     "H(h − θ) with gradient only to θ: −(1/ε)K((h−θ)/ε)"
     @staticmethod
     def forward(ctx, h:Tensor, theta:Tensor, bandwidth:float)->Tensor:
-        ctx.save_for_backward(h, theta); ctx.bandwidth = bandwidth
+        ctx.save_for_backward(h, theta)
+        ctx.bandwidth = bandwidth
         return (h > theta).to(h.dtype)
     @staticmethod
     def backward(ctx, g:Tensor):
         h, theta = ctx.saved_tensors
-        return None, _theta_grad(g, h, theta, ctx.bandwidth, torch.ones_like(theta, dtype=torch.float32)).to(theta.dtype), None
+        return None, _theta_grad(g, h, theta, ctx.bandwidth,
+                                 torch.ones_like(theta, dtype=torch.float32)).to(theta.dtype), None
 
 # %% ../nbs/10_saes.ipynb #e69b1ad3
 @dataclass(frozen=True)
@@ -437,7 +462,8 @@ class JumpReLUSAEConfig(SAEConfig):
         check_range('jumprelu_bandwidth', self.jumprelu_bandwidth, 0, lo_open=True)
         check_choice('jumprelu_sparsity_loss_mode', self.jumprelu_sparsity_loss_mode, ('step', 'tanh'))
         check_choice('jumprelu_threshold_param', self.jumprelu_threshold_param, ('raw', 'log'))
-        check_range('l0_coefficient', self.l0_coefficient, 0); check_int('l0_warm_up_steps', self.l0_warm_up_steps, 0)
+        check_range('l0_coefficient', self.l0_coefficient, 0)
+        check_int('l0_warm_up_steps', self.l0_warm_up_steps, 0)
         for f in ('pre_act_loss_coefficient', 'topk_aux_loss_coefficient'):
             if getattr(self, f) is not None: check_range(f, getattr(self, f), 0)
         if self.target_l0 is not None: check_range('target_l0', self.target_l0, 0, self.d_sae, lo_open=True)
@@ -446,7 +472,8 @@ class JumpReLUSAEConfig(SAEConfig):
 # %% ../nbs/10_saes.ipynb #85e1b94b
 class JumpReLUSAE(SAE):
     "z = ReLU(h)·1[h > θ] with a learnt per-latent threshold"
-    architecture = 'jumprelu'; config_class = JumpReLUSAEConfig
+    architecture = 'jumprelu'
+    config_class = JumpReLUSAEConfig
     def _init_extra(self):
         theta = torch.full((self.cfg.d_sae,), float(self.cfg.jumprelu_init_threshold))
         name = 'threshold' if self.cfg.jumprelu_threshold_param == 'raw' else 'log_threshold'
@@ -476,18 +503,22 @@ def sparsity_loss(self:JumpReLUSAE, h:Tensor, z:Tensor, theta:Tensor)->Tensor:
 
 @patch
 def dead_losses(self:JumpReLUSAE, x:Tensor, x_hat:Tensor, h:Tensor, theta:Tensor, dead_mask:Tensor|None)->dict:
-    "Optional pre-activation loss and the authors' TopK-style AuxK (rank by h, decode with W_dec and b_dec) for dead latents"
+    "Optional pre-activation loss and the authors' TopK-style AuxK (rank by h; W_dec, b_dec) for dead latents"
     out, c_pre, c_aux = {}, self.cfg.pre_act_loss_coefficient, self.cfg.topk_aux_loss_coefficient
     if dead_mask is None: return out
     if c_pre: out['pre_act_loss'] = c_pre * (F.relu(theta - h) * dead_mask * self.W_dec_norm()).sum(-1).mean()
-    if c_aux: out['auxiliary_reconstruction_loss'] = c_aux * topk_aux_loss(h, dead_mask, x - x_hat, self.W_dec, self.b_dec)
+    if c_aux:
+        aux = topk_aux_loss(h, dead_mask, x - x_hat, self.W_dec, self.b_dec)
+        out['auxiliary_reconstruction_loss'] = c_aux * aux
     return out
 
 @patch
-def forward(self:JumpReLUSAE, x:Tensor, dead_mask:Tensor|None=None, step:int|None=None, multiplier:float|Tensor=1.)->SAEOut:
+def forward(self:JumpReLUSAE, x:Tensor, dead_mask:Tensor|None=None, step:int|None=None,
+            multiplier:float|Tensor=1.)->SAEOut:
     "Training forward: straight-through JumpReLU, MSE, sparsity and optional dead-latent losses"
     h, theta = self.hidden_pre(x), self.get_threshold()
-    z = JumpReLUFn.apply(h, theta, self.cfg.jumprelu_bandwidth); x_hat = self.decode(z)
+    z = JumpReLUFn.apply(h, theta, self.cfg.jumprelu_bandwidth)
+    x_hat = self.decode(z)
     coef = warmup_coefficient(self.cfg.l0_coefficient, step, self.cfg.l0_warm_up_steps) * multiplier
     return sae_out(x_hat, z, mse_loss=mse_loss(x_hat, x), l0_loss=coef * self.sparsity_loss(h, z, theta),
                    **self.dead_losses(x, x_hat, h, theta, dead_mask))
@@ -500,10 +531,14 @@ def default_matryoshka_widths(d_sae:int)->tuple[int, ...]:
 def matryoshka_widths(widths, d_sae:int)->tuple[int, ...]:
     "Validated prefix widths ending at `d_sae` (a new tuple; the input is never mutated); None: the paper's nesting"
     if widths is None: return default_matryoshka_widths(d_sae)
-    if len(widths) == 0: raise ValueError(f"matryoshka_widths must be a non-empty increasing list of widths <= d_sae={d_sae}, got {widths!r}")
+    if len(widths) == 0:
+        raise ValueError(f"matryoshka_widths must be a non-empty increasing list of widths <= d_sae={d_sae}, "
+                         f"got {widths!r}")
     ws = [int(w) for w in widths]
-    if any(w < 1 or w > d_sae for w in ws): raise ValueError(f"matryoshka_widths must lie in 1..d_sae={d_sae}, got {list(widths)}")
-    if any(b <= a for a, b in zip(ws, ws[1:])): raise ValueError(f"matryoshka_widths must be strictly increasing, got {list(widths)}")
+    if any(w < 1 or w > d_sae for w in ws):
+        raise ValueError(f"matryoshka_widths must lie in 1..d_sae={d_sae}, got {list(widths)}")
+    if any(b <= a for a, b in zip(ws, ws[1:])):
+        raise ValueError(f"matryoshka_widths must be strictly increasing, got {list(widths)}")
     if ws[-1] != d_sae:
         warnings.warn(f"matryoshka_widths {list(widths)} does not end at d_sae={d_sae}; appending {d_sae}")
         ws.append(d_sae)
@@ -513,7 +548,7 @@ def matryoshka_widths(widths, d_sae:int)->tuple[int, ...]:
 @dataclass(frozen=True)
 class MatryoshkaBatchTopKSAEConfig(BatchTopKSAEConfig):
     "Matryoshka BatchTopK SAE"
-    matryoshka_widths:tuple[int, ...]|None=None  # strictly increasing prefix widths (L appended if missing); None: L/32, L/8, L/2, L
+    matryoshka_widths:tuple[int, ...]|None=None  # increasing prefix widths (L appended); None: L/32, L/8, L/2, L
     use_matryoshka_aux_loss:bool=False     # per-level AuxK instead of the global one (paper: on)
     def __post_init__(self):
         super().__post_init__()
@@ -522,7 +557,8 @@ class MatryoshkaBatchTopKSAEConfig(BatchTopKSAEConfig):
 # %% ../nbs/10_saes.ipynb #05cdab53
 class MatryoshkaBatchTopKSAE(BatchTopKSAE):
     "BatchTopK whose nested latent prefixes are also trained to reconstruct"
-    architecture = 'matryoshka_batchtopk'; config_class = MatryoshkaBatchTopKSAEConfig
+    architecture = 'matryoshka_batchtopk'
+    config_class = MatryoshkaBatchTopKSAEConfig
     def segments(self)->list[tuple[int, int]]:
         "Level segments [w_prev, w)"
         ws = self.cfg.matryoshka_widths
@@ -543,7 +579,8 @@ class MatryoshkaBatchTopKSAE(BatchTopKSAE):
         return self.cfg.aux_loss_coefficient * sum(terms)
 
 @patch
-def forward(self:MatryoshkaBatchTopKSAE, x:Tensor, dead_mask:Tensor|None=None, step:int|None=None, multiplier:float|Tensor=1., mode:str|None=None)->SAEOut:
+def forward(self:MatryoshkaBatchTopKSAE, x:Tensor, dead_mask:Tensor|None=None, step:int|None=None,
+            multiplier:float|Tensor=1., mode:str|None=None)->SAEOut:
     "Batch-mode forward: full MSE + aux + inner prefix MSEs; updates θ in training mode"
     if self._mode(mode) == 'threshold': return BatchTopKSAE.forward(self, x, dead_mask, step, multiplier, mode)
     pre = self.pre_acts(x)
@@ -576,7 +613,9 @@ class MatchingPursuitSAEConfig(SAEConfig):
 # %% ../nbs/10_saes.ipynb #32cf7497
 class MatchingPursuitSAE(SAE):
     "Tied SAE with a greedy matching-pursuit encoder"
-    architecture = 'matching_pursuit'; config_class = MatchingPursuitSAEConfig; tied = True
+    architecture = 'matching_pursuit'
+    config_class = MatchingPursuitSAEConfig
+    tied = True
     @property
     def W_enc(self)->Tensor: return self.W_dec.T
     def decode(self, z:Tensor)->Tensor:
@@ -586,7 +625,8 @@ class MatchingPursuitSAE(SAE):
         "Samples finished after this step: support unchanged, or ‖r‖ below the threshold"
         with torch.no_grad():
             if self.cfg.stop_on_duplicate_support:
-                seen = torch.zeros_like(done) if not I else ((torch.stack(I, 1) == j[:, None]) & (torch.stack(V, 1) > 0)).any(1)
+                if not I: seen = torch.zeros_like(done)
+                else: seen = ((torch.stack(I, 1) == j[:, None]) & (torch.stack(V, 1) > 0)).any(1)
                 done = done | (v == 0) | seen
             if self.cfg.residual_threshold > 0: done = done | (r.norm(dim=-1) < self.cfg.residual_threshold)
         return done
@@ -604,7 +644,8 @@ def pursue(self:MatchingPursuitSAE, x:Tensor)->tuple[Tensor, Tensor]:
         v = F.relu((r * d).sum(-1)) * ~done
         r = r - v[:, None] * d
         if stops: done = self._stop(done, r, j, v, I, V)
-        I.append(j); V.append(v)
+        I.append(j)
+        V.append(v)
         if stops and bool(done.all()): break
     return torch.stack(I, 1), torch.stack(V, 1)
 
@@ -616,7 +657,8 @@ def encode(self:MatchingPursuitSAE, x:Tensor, mode:str|None=None)->Tensor:
     return torch.zeros(x.shape[0], self.cfg.d_sae, device=x.device, dtype=V.dtype).scatter_add(1, I, V)
 
 @patch
-def forward(self:MatchingPursuitSAE, x:Tensor, dead_mask:Tensor|None=None, step:int|None=None, multiplier:float|Tensor=1.)->SAEOut:
+def forward(self:MatchingPursuitSAE, x:Tensor, dead_mask:Tensor|None=None, step:int|None=None,
+            multiplier:float|Tensor=1.)->SAEOut:
     "Pursuit, sparse decode, MSE only"
     I, V = self.pursue(x)
     x_hat = sparse_decode(I, V, self.W_dec) + (self.b_dec if self.cfg.apply_b_dec_to_input else 0.)
@@ -642,11 +684,14 @@ def make_sae(
 @torch.no_grad()
 def fold_W_dec_norm_(self:SAE)->SAE:
     "Unit decoder rows; encoder columns, b_enc and thresholds absorb the norms (outputs unchanged)"
-    if self.tied: raise ValueError("fold_W_dec_norm_ is not defined for Matching Pursuit: its selection uses raw dot products")
+    if self.tied:
+        raise ValueError("fold_W_dec_norm_ is not defined for Matching Pursuit: its selection uses raw dot products")
     if isinstance(self, TopKSAE) and not self.cfg.rescale_acts_by_decoder_norm:
         raise ValueError("fold_W_dec_norm_ would change the top-k selection when rescale_acts_by_decoder_norm=False")
     n = self.W_dec_norm()
-    self.W_dec.div_(n[:, None]); self.W_enc.mul_(n); self.b_enc.mul_(n)
+    self.W_dec.div_(n[:, None])
+    self.W_enc.mul_(n)
+    self.b_enc.mul_(n)
     if isinstance(self, JumpReLUSAE):
         if self.cfg.jumprelu_threshold_param == 'raw': self.threshold.mul_(n.float())
         else: self.log_threshold.add_(n.float().log())
@@ -660,7 +705,8 @@ def fold_input_scale_(self:SAE, s:float)->SAE:
     if self.tied:
         self.cfg = replace(self.cfg, residual_threshold=self.cfg.residual_threshold / s)
         return self
-    self.W_enc.mul_(s); self.W_dec.div_(s)
+    self.W_enc.mul_(s)
+    self.W_dec.div_(s)
     # θ compares with h·‖d‖ when rescaling (h is unchanged by the fold, ‖d‖ shrinks by s), else with h itself
     if isinstance(self, BatchTopKSAE) and self.cfg.rescale_acts_by_decoder_norm: self.topk_threshold.div_(s)
     return self
@@ -675,15 +721,19 @@ def inference_state(self:SAE)->tuple[dict, dict]:
     "Tensors and cfg.json dict of the reference inference format (this SAE is not modified)"
     m = copy.deepcopy(self)
     if isinstance(m, TopKSAE) and m.cfg.rescale_acts_by_decoder_norm: m.fold_W_dec_norm_()
-    sd = {'W_dec': m.W_dec, 'b_dec': m.b_dec} if m.tied else {'W_enc': m.W_enc, 'b_enc': m.b_enc, 'W_dec': m.W_dec, 'b_dec': m.b_dec}
+    sd = {'W_dec': m.W_dec, 'b_dec': m.b_dec} if m.tied else {'W_enc': m.W_enc, 'b_enc': m.b_enc, 'W_dec': m.W_dec,
+                                                              'b_dec': m.b_dec}
     if isinstance(m, BatchTopKSAE): sd['threshold'] = m.topk_threshold.float().expand(m.cfg.d_sae)
     if isinstance(m, JumpReLUSAE): sd['threshold'] = m.get_threshold()
     c = self.cfg
     cfg = dict(architecture=_inference_arch(self), d_in=c.d_in, d_sae=c.d_sae, dtype=c.dtype, device=c.device,
                apply_b_dec_to_input=c.apply_b_dec_to_input, normalize_activations='none', reshape_activations='none',
-               metadata=dict(training_architecture=self.architecture, training_architecture_details=to_jsonable(c), library='synthsae'))
+               metadata=dict(training_architecture=self.architecture, training_architecture_details=to_jsonable(c),
+                             library='synthsae'))
     if type(self) is TopKSAE: cfg.update(k=c.k, rescale_acts_by_decoder_norm=c.rescale_acts_by_decoder_norm)
-    if self.tied: cfg.update(residual_threshold=c.residual_threshold, max_iterations=c.max_iterations, stop_on_duplicate_support=c.stop_on_duplicate_support)
+    if self.tied:
+        cfg.update(residual_threshold=c.residual_threshold, max_iterations=c.max_iterations,
+                   stop_on_duplicate_support=c.stop_on_duplicate_support)
     return {k: v.detach().contiguous().cpu().clone() for k, v in sd.items()}, cfg
 
 @patch
@@ -691,7 +741,8 @@ def save(self:SAE, path:str|Path)->Path:
     "Write the inference directory (`sae_weights.safetensors`, `cfg.json`) atomically"
     sd, cfg = self.inference_state()
     with atomic_directory(path) as tmp:
-        save_file(sd, tmp/'sae_weights.safetensors'); write_json(tmp/'cfg.json', cfg)
+        save_file(sd, tmp/'sae_weights.safetensors')
+        write_json(tmp/'cfg.json', cfg)
     return Path(path)
 
 # %% ../nbs/10_saes.ipynb #d88af2bc
@@ -709,7 +760,8 @@ def load_sae(
     device:str='cpu',          # where to put the SAE
 )->SAE:
     "Read an SAE directory (`cfg.json` + `sae_weights.safetensors`)"
-    path = Path(path); d = json.loads((path/'cfg.json').read_text())
+    path = Path(path)
+    d = json.loads((path/'cfg.json').read_text())
     arch = check_choice('architecture', d.get('architecture'), ARCHS)
     cls, sd = ARCHS[arch], load_file(path/'sae_weights.safetensors')
     with warnings.catch_warnings():
@@ -730,13 +782,15 @@ def jumprelu_paper_v1(d_in:int, d_sae:int, target_l0:float, **kw)->JumpReLUSAECo
     return JumpReLUSAEConfig(d_in=d_in, d_sae=d_sae, **{**dict(
         normalize_activations='expected_average_only_in', jumprelu_sparsity_loss_mode='tanh', jumprelu_tanh_scale=4.,
         jumprelu_bandwidth=2., jumprelu_init_threshold=0.5, decoder_init_norm=0.5, l0_coefficient=0.2,
-        topk_aux_loss_coefficient=1., jumprelu_threshold_param='log', target_l0=target_l0, autotune_start_step=0), **kw})
+        topk_aux_loss_coefficient=1., jumprelu_threshold_param='log', target_l0=target_l0, autotune_start_step=0),
+        **kw})
 
 def jumprelu_later(d_in:int, d_sae:int, target_l0:float, **kw)->JumpReLUSAEConfig:
     "The authors' later JumpReLU: step mode, c = 1, bandwidth 1, θ₀ 1, no AuxK, decoder init norm 0.5"
     return JumpReLUSAEConfig(d_in=d_in, d_sae=d_sae, **{**dict(
         normalize_activations='expected_average_only_in', jumprelu_sparsity_loss_mode='step', l0_coefficient=1.,
-        decoder_init_norm=0.5, jumprelu_bandwidth=1., jumprelu_init_threshold=1., jumprelu_threshold_param='log', target_l0=target_l0), **kw})
+        decoder_init_norm=0.5, jumprelu_bandwidth=1., jumprelu_init_threshold=1., jumprelu_threshold_param='log',
+        target_l0=target_l0), **kw})
 
 # %% ../nbs/10_saes.ipynb #1b8feac4
 PAPER_TOTAL_STEPS = 195_313
@@ -753,8 +807,11 @@ def paper_sae_config(
     check_choice('arch', arch, ARCHS)
     if arch == 'jumprelu': return jumprelu_paper_v1(d_in, d_sae, target_l0, **kw)
     base = dict(
-        standard=dict(l1_coefficient=2., l1_warm_up_steps=total_steps // 3, target_l0=target_l0, autotune_start_step=total_steps // 3),
+        standard=dict(l1_coefficient=2., l1_warm_up_steps=total_steps // 3, target_l0=target_l0,
+                      autotune_start_step=total_steps // 3),
         topk=dict(k=int(target_l0)), batchtopk=dict(k=target_l0),
-        matryoshka_batchtopk=dict(k=target_l0, use_matryoshka_aux_loss=True, matryoshka_widths=default_matryoshka_widths(d_sae)),
-        matching_pursuit=dict(max_iterations=int(target_l0), residual_threshold=0., stop_on_duplicate_support=False))[arch]
+        matryoshka_batchtopk=dict(k=target_l0, use_matryoshka_aux_loss=True,
+                                  matryoshka_widths=default_matryoshka_widths(d_sae)),
+        matching_pursuit=dict(max_iterations=int(target_l0), residual_threshold=0., stop_on_duplicate_support=False),
+    )[arch]
     return ARCHS[arch].config_class(d_in=d_in, d_sae=d_sae, **{**base, **kw})

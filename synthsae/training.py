@@ -77,7 +77,8 @@ class L0AutotunerConfig:
     min_multiplier:float=0.01              # clamp of m
     max_multiplier:float=100.              # clamp of m
     def __post_init__(self):
-        check_range('target_l0', self.target_l0, 0, lo_open=True); check_int('start_step', self.start_step, 0)
+        check_range('target_l0', self.target_l0, 0, lo_open=True)
+        check_int('start_step', self.start_step, 0)
         if self.n_steps is not None: check_int('n_steps', self.n_steps, 1)
         for f, v in autotuner_defaults(self.n_steps).items():
             if getattr(self, f) is None: object.__setattr__(self, f, v)
@@ -86,7 +87,9 @@ class L0AutotunerConfig:
 
 class L0Autotuner:
     "Multiplier on the sparsity coefficient steering the batch L0 to a target"
-    def __init__(self, target_l0:float, **kw): self.cfg = L0AutotunerConfig(target_l0=target_l0, **kw); self.multiplier, self.l0_ema, self.rate_ema = 1., None, 0.
+    def __init__(self, target_l0:float, **kw):
+        self.cfg = L0AutotunerConfig(target_l0=target_l0, **kw)
+        self.multiplier, self.l0_ema, self.rate_ema = 1., None, 0.
     def update(self, l0:float, step:int)->float:
         "Feed the batch mean L0 of `step`; returns the multiplier for the next step"
         c, l0 = self.cfg, float(l0)
@@ -95,11 +98,14 @@ class L0Autotuner:
         self.rate_ema = c.rate_smoothing * self.rate_ema + (1 - c.rate_smoothing) * (self.l0_ema - prev)
         e = self.l0_ema - c.target_l0
         if step < c.start_step or abs(e) <= c.deadband: return self.multiplier
-        adj = c.integral_gain * (c.convergence_gain if e * self.rate_ema < 0 else 1.) * math.tanh(c.gain_scale * abs(e) / c.target_l0)
-        self.multiplier = min(max(self.multiplier * (1 + adj if e > 0 else 1 - adj), c.min_multiplier), c.max_multiplier)
+        gain = c.integral_gain * (c.convergence_gain if e * self.rate_ema < 0 else 1.)
+        adj = gain * math.tanh(c.gain_scale * abs(e) / c.target_l0)
+        self.multiplier = min(max(self.multiplier * (1 + adj if e > 0 else 1 - adj), c.min_multiplier),
+                              c.max_multiplier)
         return self.multiplier
     def state_dict(self)->dict: return dict(multiplier=self.multiplier, l0_ema=self.l0_ema, rate_ema=self.rate_ema)
-    def load_state_dict(self, sd:dict): self.multiplier, self.l0_ema, self.rate_ema = sd['multiplier'], sd['l0_ema'], sd['rate_ema']
+    def load_state_dict(self, sd:dict):
+        self.multiplier, self.l0_ema, self.rate_ema = sd['multiplier'], sd['l0_ema'], sd['rate_ema']
 
 # %% ../nbs/20_training.ipynb #6f8b33d5
 def _dist()->tuple[int, int]:
@@ -114,13 +120,14 @@ def _tuner_target(sae:SAE, target_l0:float|None)->float|None:
 
 class _Member:
     "Optimiser, autotuner, dead-latent counters and log sums of one SAE"
-    def __init__(self, sae:SAE, lr:float, target_l0:float|None, scale:float, device:torch.device, tuner_kw:dict|None=None,
-                 n_steps:int|None=None):
+    def __init__(self, sae:SAE, lr:float, target_l0:float|None, scale:float, device:torch.device,
+                 tuner_kw:dict|None=None, n_steps:int|None=None):
         self.sae = sae.to(device).train()
-        self.opt = torch.optim.Adam(sae.parameters(), lr=lr, betas=(0.9, 0.999), eps=1e-8, fused=device.type in ('cpu', 'cuda'))
+        self.opt = torch.optim.Adam(sae.parameters(), lr=lr, betas=(0.9, 0.999), eps=1e-8,
+                                    fused=device.type in ('cpu', 'cuda'))
         t = _tuner_target(sae, target_l0)
-        self.tuner = None if t is None else L0Autotuner(t, **{'start_step': sae.cfg.autotune_start_step, 'n_steps': n_steps,
-                                                               **(tuner_kw or {})})   # explicit settings win
+        tuner_kw = {'start_step': sae.cfg.autotune_start_step, 'n_steps': n_steps, **(tuner_kw or {})}  # explicit wins
+        self.tuner = None if t is None else L0Autotuner(t, **tuner_kw)
         self.scale = scale                                                  # input scale s (1: none)
         self.since_fired = torch.zeros(sae.cfg.d_sae, dtype=torch.long, device=device)
         self.sums, self.bad_step = {}, torch.full((), -1, dtype=torch.long, device=device)
@@ -134,8 +141,10 @@ class _Member:
         return dict(sae=self.sae.state_dict(), opt=self.opt.state_dict(), since_fired=self.since_fired,
                     tuner=None if self.tuner is None else self.tuner.state_dict(), scale=self.scale, sums=self.sums)
     def load_state_dict(self, sd:dict):
-        self.sae.load_state_dict(sd['sae']); self.opt.load_state_dict(sd['opt'])
-        self.since_fired.copy_(sd['since_fired']); self.scale = sd['scale']
+        self.sae.load_state_dict(sd['sae'])
+        self.opt.load_state_dict(sd['opt'])
+        self.since_fired.copy_(sd['since_fired'])
+        self.scale = sd['scale']
         self.sums = {k: v.to(self.since_fired.device) for k, v in sd['sums'].items()}
         if self.tuner is not None: self.tuner.load_state_dict(sd['tuner'])
 
@@ -144,7 +153,8 @@ def _allreduce_mean_(ts:list[Tensor], world:int):
     "Average tensors over the process group in place (one collective)"
     if world == 1 or not ts: return
     flat = torch.cat([t.reshape(-1).to(torch.float64) for t in ts])
-    dist.all_reduce(flat); flat /= world
+    dist.all_reduce(flat)
+    flat /= world
     for t, v in zip(ts, flat.split([t.numel() for t in ts])): t.copy_(v.view_as(t))
 
 def _grads(sae:SAE)->list[Tensor]:
@@ -197,7 +207,8 @@ def sae_step(
         z = out.z.detach()                                                  # (bs, n_lat)
         fired, l0 = z.any(0), torch.count_nonzero(z).float() / z.shape[0]   # no (bs, n_lat) bool copy: 4× faster
         if world > 1:
-            both = torch.cat([fired.double(), l0[None].double()]); _allreduce_mean_([both], world)
+            both = torch.cat([fired.double(), l0[None].double()])
+            _allreduce_mean_([both], world)
             fired, l0 = both[:-1] > 0, both[-1].float()
             if isinstance(sae, BatchTopKSAE): _allreduce_mean_([sae.topk_threshold], world)
         m.since_fired = torch.where(fired, 0, m.since_fired + 1)
@@ -235,7 +246,8 @@ def _save_checkpoint(checkpoint_dir:Path, members:list, step:int, samples:int, s
     with atomic_directory(path) as tmp:
         torch.save(dict(step=step, members=[m.state_dict() for m in members]), tmp/CKPT_STATE)
         write_json(tmp/CKPT_META, dict(step=step, samples=samples, signature=signature))
-    done = sorted((p for p in checkpoint_dir.iterdir() if p.name.isdigit() and (p/CKPT_META).exists()), key=lambda p: int(p.name))
+    done = sorted((p for p in checkpoint_dir.iterdir() if p.name.isdigit() and (p/CKPT_META).exists()),
+                  key=lambda p: int(p.name))
     for old in done[:-keep] if keep else []: shutil.rmtree(old, ignore_errors=True)
     return path
 
@@ -251,7 +263,8 @@ def _load_checkpoint(path:Path, members:list, signature:dict)->int:
 # %% ../nbs/20_training.ipynb #ff4334b1
 def _log_record(m:_Member, i:int, step:int, samples:int, n:int, lr:float, window:int)->dict:
     "Means of the sums over the last `n` steps, reset afterwards"
-    s = {k: v.item() for k, v in m.sums.items()}; m.sums = {}
+    s = {k: v.item() for k, v in m.sums.items()}
+    m.sums = {}
     rec = dict(step=step, samples=samples, sae=i, architecture=m.sae.architecture, lr=lr,
                loss=s.pop('loss') / n, l0=s.pop('l0') / n)
     sse, ssx = s.pop('sse'), s.pop('ssx')
@@ -264,7 +277,9 @@ def _log_record(m:_Member, i:int, step:int, samples:int, n:int, lr:float, window
 
 def _append_jsonl(path:Path, recs:list[dict]):
     "Append records to a JSONL file in one write"
-    with open(path, 'a') as f: f.write(''.join(json.dumps(to_jsonable(r)) + '\n' for r in recs)); f.flush()
+    with open(path, 'a') as f:
+        f.write(''.join(json.dumps(to_jsonable(r)) + '\n' for r in recs))
+        f.flush()
 
 def _truncate_log(path:Path, step:int):
     "Drop log lines at or after `step` (written after the checkpoint a resumed run restarts from)"
@@ -323,7 +338,8 @@ def train_config(
     **overrides,                    # `TrainConfig` fields to change
 )->TrainConfig:
     "`cfg` with `overrides` laid over it; a name that is not a field is an error listing the fields"
-    if isinstance(cfg, int) and not isinstance(cfg, bool): cfg, overrides = None, dict(training_samples=cfg, **overrides)
+    if isinstance(cfg, int) and not isinstance(cfg, bool):
+        cfg, overrides = None, dict(training_samples=cfg, **overrides)
     if cfg is not None and not isinstance(cfg, TrainConfig):
         raise TypeError(f"cfg must be a TrainConfig, an int (training_samples) or None, got {type(cfg).__name__}")
     names = [f.name for f in fields(TrainConfig)]
@@ -386,7 +402,7 @@ def _export(m:_Member)->SAE:
     return sae.fold_input_scale_(m.scale) if m.scale != 1 else sae
 
 def _batch(model, batch_size:int, step:int, rank:int, world:int, stream, seed:int, device, amp:bool=False)->Tensor:
-    "Batch `step` of this rank: item step·world + rank of the stream (drawn under bf16 autocast if `amp`), fp32 on `device`"
+    "Batch `step` of this rank: item step·world + rank of the stream (under bf16 autocast if `amp`), fp32 on `device`"
     with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=amp):
         x = model.sample(batch_size, model.batch_generator(step * world + rank, stream, seed))
     return x.to(device=device, dtype=torch.float32, non_blocking=True)
@@ -399,7 +415,8 @@ class _Logger:
         self.wandb, self.bar = None, None
         if wandb_project is not None and rank == 0:
             try: import wandb
-            except ImportError as e: raise ValueError("wandb_project was given but wandb is not installed (pip install wandb)") from e
+            except ImportError as e:
+                raise ValueError("wandb_project was given but wandb is not installed (pip install wandb)") from e
             self.wandb = wandb.init(project=wandb_project, config=wandb_config)
         if progress and rank == 0:
             from tqdm.auto import tqdm
@@ -407,7 +424,8 @@ class _Logger:
     def log(self, recs:list[dict]):
         if self.path is not None: _append_jsonl(self.path, recs)
         if self.wandb is not None:
-            self.wandb.log({f'sae{r["sae"]}/{k}': v for r in recs for k, v in r.items() if isinstance(v, (int, float))}, step=recs[0]['step'])
+            nums = {f'sae{r["sae"]}/{k}': v for r in recs for k, v in r.items() if isinstance(v, (int, float))}
+            self.wandb.log(nums, step=recs[0]['step'])
     def show(self, recs:list[dict]):
         if self.bar is None: return
         f = lambda k: '/'.join(f'{r[k]:.3g}' for r in recs if k in r)
@@ -426,7 +444,7 @@ def train_sae(
     device:str|torch.device='cpu', # where the SAEs train (the model samples on its own device)
     resume:bool=False,             # continue from the latest checkpoint in `checkpoint_dir`
     progress:bool=True,            # tqdm bar with loss, L0 and explained variance
-    eval_fn:Callable|None=None,    # eval_fn(saes, step) -> list of dicts (one per SAE) or a dict; logged every `eval_every`
+    eval_fn:Callable|None=None,    # eval_fn(saes, step) -> a list of dicts (one per SAE) or a dict; every `eval_every`
     log_path:str|Path|None=None,   # JSONL log of every logged step
     **overrides,                   # `TrainConfig` fields laid over `cfg`, e.g. batch_size=256, lr=3e-3
 )->SAE|list[SAE]:
@@ -436,8 +454,8 @@ def train_sae(
     _check_inputs(saes, model, cfg, resume)
     run = _resolve_run(cfg, model, device)
     cache = {}
-    members = [_Member(s, cfg.lr, cfg.target_l0, _input_scale(s, model, run.norm_batches, cfg.batch_size, cfg.seed, cache),
-                       run.dev, cfg.autotuner, run.n_steps) for s in saes]
+    scales = [_input_scale(s, model, run.norm_batches, cfg.batch_size, cfg.seed, cache) for s in saes]
+    members = [_Member(s, cfg.lr, cfg.target_l0, sc, run.dev, cfg.autotuner, run.n_steps) for s, sc in zip(saes, scales)]
     if run.world > 1:
         for m in members: [dist.broadcast(t.data, 0) for t in m.sae.state_dict().values()]
     sig = _signature(members, model, **_signed_settings(cfg, run))
@@ -478,7 +496,8 @@ def _loop(members:list, model, steps:range, cfg:TrainConfig, run:_Run, ckpt:_Che
         final = done == run.n_steps
         if _due(done, cfg.log_every, final):
             _check_finite(members, t, ckpt.last)
-            recs = [_log_record(m, i, t, samples, since_log, lr, cfg.dead_feature_window) for i, m in enumerate(members)]
+            recs = [_log_record(m, i, t, samples, since_log, lr, cfg.dead_feature_window)
+                    for i, m in enumerate(members)]
             for r in recs: _reduce_record(r, run.world, run.dev)
             for m in members: m.refresh_dead_horizon(done, cfg.dead_feature_window)
             logger.log(recs)
@@ -495,7 +514,8 @@ def _loop(members:list, model, steps:range, cfg:TrainConfig, run:_Run, ckpt:_Che
 
 def _batches(model, steps:range, cfg:TrainConfig, run:_Run):
     "(t, batch t) for t in `steps`; with `prefetch`, batch t+1 is drawn in a thread while the caller trains on batch t"
-    def get(t): return _batch(model, cfg.batch_size, t, run.rank, run.world, cfg.stream, cfg.seed, run.dev, run.amp_data)
+    def get(t):
+        return _batch(model, cfg.batch_size, t, run.rank, run.world, cfg.stream, cfg.seed, run.dev, run.amp_data)
     if not cfg.prefetch:
         for t in steps: yield t, get(t)
         return
@@ -511,7 +531,8 @@ def _reduce_record(r:dict, world:int, device):
     if world == 1: return
     keys = [k for k, v in r.items() if isinstance(v, float)]
     t = torch.tensor([r[k] for k in keys], dtype=torch.float64, device=device)
-    dist.all_reduce(t); t /= world
+    dist.all_reduce(t)
+    t /= world
     r.update(zip(keys, t.tolist()))
 
 def _log_eval(eval_fn:Callable, members:list, t:int, samples:int, logger:_Logger, rank:int):
