@@ -32,7 +32,7 @@ export-check: install
 # fixed; this becomes the whole package (LINT_MODULES = synthsae) once the owners' fixes of 05, 10, 12, 20, 45, 70,
 # 70a, 80, 90, 00a and 97 land
 LINT_MODULES ?= $(addprefix synthsae/,core.py geometry.py firing.py correlation.py hierarchy.py model.py stats.py \
-	fixtures.py evaluation.py probes.py runs.py figures.py)
+	fixtures.py evaluation.py probes.py runs.py figures.py saes.py training.py)
 lint: install
 	$(PY) tools/lint.py $(LINT_MODULES)
 
