@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: install install-formats test export-check lint clean-check nbtest pytest pytest-default-isa reproduce baselines \
-	baselines-tiny bench train-bench reference-venv docs clean
+	baselines-tiny bench train-bench train-profile reference-venv docs clean
 
 $(STAMP): settings.ini setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -87,7 +87,13 @@ bench: install
 # training throughput of the benchmark's headline SAE (tools/train_bench.py): reports/train_benchmark.json
 train-bench: install
 	mkdir -p reports
-	SYNTHSAE_REFERENCE_PYTHON="$(REFERENCE_PYTHON)" $(PY) tools/train_bench.py --scale full --out reports/train_benchmark.json
+	OMP_WAIT_POLICY=PASSIVE SYNTHSAE_REFERENCE_PYTHON="$(REFERENCE_PYTHON)" $(PY) tools/train_bench.py --scale full \
+		--out reports/train_benchmark.json
+
+# where a training step spends its time, every architecture at the headline size: reports/train_profile.json
+train-profile: install
+	mkdir -p reports
+	OMP_WAIT_POLICY=PASSIVE $(PY) tools/train_bench.py --scale full --profile --out reports/train_profile.json
 
 # the reference implementation (SAELens) in its own venv, for side-by-side benchmarks only
 reference-venv:

@@ -806,5 +806,6 @@ d = { 'settings': { 'branch': 'main',
                                    'synthsae.training.read_log': ('training.html#read_log', 'synthsae/training.py'),
                                    'synthsae.training.sae_step': ('training.html#sae_step', 'synthsae/training.py'),
                                    'synthsae.training.signature_diff': ('training.html#signature_diff', 'synthsae/training.py'),
+                                   'synthsae.training.step_state': ('training.html#step_state', 'synthsae/training.py'),
                                    'synthsae.training.train_config': ('training.html#train_config', 'synthsae/training.py'),
                                    'synthsae.training.train_sae': ('training.html#train_sae', 'synthsae/training.py')}}}

@@ -19,7 +19,7 @@ from .saes import SAE, SAEConfig, ARCHS, make_sae, BatchTopKSAE, PAPER_TOTAL_STE
 
 # %% auto #0
 __all__ = ['LR_SCHEDULES', 'lr_factor', 'estimate_input_scale', 'autotuner_defaults', 'L0AutotunerConfig', 'L0Autotuner',
-           'sae_step', 'TrainConfig', 'train_config', 'train_sae']
+           'sae_step', 'step_state', 'TrainConfig', 'train_config', 'train_sae']
 
 # %% ../nbs/20_training.ipynb #0603aa7f
 LR_SCHEDULES = ('constant', 'cosine')
@@ -126,8 +126,10 @@ class _Member:
         self.opt = torch.optim.Adam(sae.parameters(), lr=lr, betas=(0.9, 0.999), eps=1e-8,
                                     fused=device.type in ('cpu', 'cuda'))
         t = _tuner_target(sae, target_l0)
-        tuner_kw = {'start_step': sae.cfg.autotune_start_step, 'n_steps': n_steps, **(tuner_kw or {})}  # explicit wins
-        self.tuner = None if t is None else L0Autotuner(t, **tuner_kw)
+        self.tuner = None
+        if t is not None:
+            kw = {'start_step': sae.cfg.autotune_start_step, 'n_steps': n_steps, **(tuner_kw or {})}  # explicit wins
+            self.tuner = L0Autotuner(t, **kw)
         self.scale = scale                                                  # input scale s (1: none)
         self.since_fired = torch.zeros(sae.cfg.d_sae, dtype=torch.long, device=device)
         self.sums, self.bad_step = {}, torch.full((), -1, dtype=torch.long, device=device)
@@ -216,6 +218,15 @@ def sae_step(
     _accumulate(m, xs.float(), out, l0, step)
     mark('bookkeeping')
     return out
+
+def step_state(
+    sae:SAE,                   # trained in place by `sae_step`
+    lr:float=3e-4,             # Adam learning rate (the step's `lr` overrides it)
+    device='cpu',
+    target_l0:float|None=None, # with an autotuner steering L0 to this (None: the SAE's own target, if any)
+)->_Member:                    # what `sae_step` takes
+    "The training state of one SAE (optimiser, autotuner, dead-latent counters, log sums), to drive `sae_step` by hand"
+    return _Member(sae, lr, target_l0, 1., torch.device(device))
 
 # %% ../nbs/20_training.ipynb #315166ae
 CKPT_STATE, CKPT_META = 'trainer_state.pt', 'meta.json'

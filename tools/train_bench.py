@@ -13,7 +13,13 @@ The headline SAE of the benchmark: **BatchTopK, L = 4,096, k = 25, on the SynthS
   `$SYNTHSAE_REFERENCE_PYTHON`): its `SAETrainer.fit` on the same world folder, end to end and on a fixed batch,
   in a subprocess so that the two libraries never share a process.
 
-Timings on a shared machine are noisy; compare only numbers from one run.
+`--profile` times instead each phase of `sae_step` (data, forward, backward, clip, Adam, bookkeeping, and the
+encoder's dense product alone) for every architecture, the TopK family with its sparse and its dense backward and
+with AuxK off or at full cost (every latent dead): `make train-profile`.
+
+Timings on a shared machine are noisy; compare only numbers from one run. On a 2-core machine shared with other
+processes, run with `OMP_WAIT_POLICY=PASSIVE` (the make targets do): with libgomp's default, idle OpenMP threads
+spin and every parallel region can wait for a descheduled thread (see `tools/bench.py`).
 """
 from __future__ import annotations
 import json, os, platform, subprocess, time
@@ -23,7 +29,7 @@ from fastcore.script import call_parse, Param
 from synthsae.core import config_hash, write_json
 from synthsae.model import SyntheticModel, preset, default_cache_dir
 from synthsae.saes import make_sae
-from synthsae.training import train_sae, sae_step, _Member
+from synthsae.training import train_sae, sae_step, step_state
 from synthsae.saes import ARCHS, paper_sae_config
 
 SCALES = {'tiny': dict(preset='tiny', d_sae=64, k=5., batch_size=256, n_steps=20),
@@ -91,7 +97,7 @@ def profile_step(
     cfg = paper_sae_config(arch, model.hidden_dim, d_sae, k if arch in TOPK_FAMILY else max(1., k), seed=0)
     sae = ARCHS[arch](cfg)
     sae.sparse_grad = sparse_grad
-    m = _Member(sae, 1e-4, None, 1., torch.device(device))
+    m = step_state(sae, 1e-4, device)
     window = -1 if dead else 10 ** 9                       # since_fired > -1 marks every latent dead
     times = {p: [] for p in PHASES}
     for t in range(n_steps + 1):
@@ -246,8 +252,20 @@ def main(
     reference_python:Param("a Python that imports sae_lens; default $SYNTHSAE_REFERENCE_PYTHON, else skipped", str)=None,
     threads:Param("torch CPU threads for our measurements; default: torch's", int)=None,
     out:Param("write the results to this JSON file", str)=None,
+    profile:Param("instead, time each phase of a step for every architecture (`profile_all`) and print the table", bool)=False,
 )->dict:
     "Measure training throughput and print the summary"
+    if profile:
+        c = dict(SCALES[scale])
+        if threads: torch.set_num_threads(threads)
+        model = SyntheticModel.from_preset(c['preset'], device=device)
+        rows = profile_all(model, c['d_sae'], c['k'], batch_size or c['batch_size'], n_steps or 5, device)
+        res = dict(scale=scale, device=device, threads=torch.get_num_threads(), profile=rows,
+                   omp_wait_policy=os.environ.get('OMP_WAIT_POLICY'),
+                   load_avg=os.getloadavg()[0] if hasattr(os, 'getloadavg') else None)
+        if out: write_json(out, res)
+        print(profile_table(rows))
+        return res
     res = run_benchmark(scale, device, batch_size, n_steps, reference_python or os.environ.get('SYNTHSAE_REFERENCE_PYTHON'), threads)
     if out: write_json(out, res)
     print(json.dumps(summary(res), indent=2))
