@@ -35,3 +35,18 @@ def test_train_bench_tiny(tmp_path, monkeypatch):
     res = main(scale='tiny', n_steps=3, out=str(tmp_path/'train.json'))
     assert all(res[k]['samples_per_s'] > 0 for k in ('data', 'step', 'train', 'train_prefetch'))
     assert 'skipped' in res['reference'] and 'skipped' in summary(res)
+
+
+def test_lint_drops_only_nbdevs_all_line(tmp_path):
+    "tools/lint.py drops E501 only on the first line of nbdev's generated `__all__`; other long or `;` lines fail"
+    pytest.importorskip('ruff')
+    from tools.lint import findings, main
+    names = ', '.join(f"'name_{i:02d}'" for i in range(12))
+    src = ['"A module as nbdev writes it"', '', '# %% auto #0', f"__all__ = [{names},", "           'last']", '',
+           'x = 1; y = 2', f"z = '{'a' * 120}'", f"__all__ = [{names}, 'last']", '']
+    assert len(src[3]) > 120 and len(src[8]) > 120
+    f = tmp_path/'mod.py'
+    f.write_text('\n'.join(src))
+    assert [(r['code'], r['location']['row']) for r in findings([f])] == [('E702', 7), ('E501', 8), ('E501', 9)]
+    (tmp_path/'ok.py').write_text('\n'.join(src[:6]))
+    assert findings([tmp_path/'ok.py']) == [] and main([str(tmp_path/'ok.py')]) == 0 and main([str(f)]) == 1
