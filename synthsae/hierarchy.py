@@ -409,8 +409,10 @@ def _exclude(self:HierarchyModifier, out:Tensor, L:int, generator:torch.Generato
     valid = members >= 0
     vals = out[:, members.clamp_min(0)]                                          # (B, G, C)
     considered = (gp < 0) | (out[:, gp.clamp_min(0)] > 0)                        # (B, G)
-    b, g, c = (~exclusive_survivors(vals, valid, considered, generator)).nonzero(as_tuple=True)
-    out[b, members[g, c]] = 0
+    drop = ~exclusive_survivors(vals, valid, considered, generator) & valid      # (B, G, C)
+    # zero the dropped entries by a product with 0/1 (padding multiplies column 0 by 1): fixed shapes, no host sync
+    idx = members.clamp_min(0).flatten().expand(len(out), -1)                    # (B, G·C)
+    out.scatter_reduce_(1, idx, (~drop).flatten(1).to(out.dtype), 'prod')
 
 # %% ../nbs/04_hierarchy.ipynb #4d8d0b96
 def hierarchy_modifier(
