@@ -65,6 +65,15 @@ def _write_world_report(folder:Path, name:str, model:SyntheticModel, st:WorldSta
     return d
 
 # %% ../nbs/90_cli.ipynb #5327357a
+def _listed(s:str|None, kind=str)->list|None:
+    "A comma-separated option as a list of `kind` (None or '' keeps the default)"
+    if s in (None, ''): return None
+    return [kind(v.strip()) for v in str(s).split(',') if v.strip()]
+
+def _number(v:str)->int|float: return float(v) if '.' in v else int(v)
+
+_HELD = {True: 'held', False: 'did not hold', None: 'not measured'}
+
 def reproduce(
     scale:Param("'tiny' (minutes), 'cpu' (about an hour on 2 cores) or 'paper' (the paper's protocol, GPU)", str)='cpu',
     device:Param("torch device for every notebook", str)='cpu',
@@ -78,8 +87,13 @@ def reproduce(
     nbs_dir:Param("folder of the reproduction notebooks (default: the checkout's nbs/)", str)=None,
 )->dict:
     "Run the paper's reproduction notebooks with papermill; write figures, tables, summary.json and report.html"
-    from synthsae.paper import reproduce_command
-    return reproduce_command(scale, device, out, only, force, seeds, l0s, architectures, training_samples, nbs_dir)
+    from synthsae.paper import reproduce as reproduce_paper
+    summary = reproduce_paper(scale, device, out, only, force, seeds=_listed(seeds, int), l0s=_listed(l0s, _number),
+                              architectures=_listed(architectures), training_samples=training_samples, nbs_dir=nbs_dir)
+    print('\n'.join(f"{_HELD[f['held']]:>13}: {f['statement']}" for f in summary['findings']))
+    print(f"report: {Path(out)/'report.html'}")
+    if summary['failed']: raise SystemExit('failed notebooks: ' + ', '.join(summary['failed']))
+    return summary
 
 # %% ../nbs/90_cli.ipynb #6d349290
 def _eval_summary(evals:dict)->dict:

@@ -5,7 +5,7 @@
 # %% ../nbs/70_paper.ipynb #c9ce6fb2
 from __future__ import annotations
 import functools, hashlib, json, math, platform
-from dataclasses import replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 import torch
 from safetensors.torch import save_file, load_file
@@ -17,39 +17,72 @@ from .training import TrainConfig
 from .runs import RunConfig, EvalConfig, train_many, build_sae
 
 # %% auto #0
-__all__ = ['PAPER_ARCHS', 'PAPER_L0S', 'SCALES', 'T2_REFERENCE', 'F2_REFERENCE', 'F2_METRICS', 'T3_METRICS', 'T3_REFERENCE', 'scale_settings', 'paper_l0', 'reference_value', 'scaled_samples', 'sweep_configs', 'sweep_l0s', 'sweep_runs', 'result_rows', 'variant_world', 'run_key', 'train_cached', 'scale_label', 'write_numbers', 'markdown_table', 'REFERENCE_SCRIPT', 'F8_ABLATIONS', 'F8_METRICS', 'ConfigTables', 'config_tables', 'flat_stats', 't2_table', 't2_comparisons', 'superposition_rows', 'f1_figure', 'f2_reference', 'comparison_rows', 't3_rows', 't3_comparisons', 't3_markdown', 'superposition_worlds', 'correlation_worlds', 'rows_by_world', 'throughput_config', 'median_seconds', 'machine_info', 'sampler_throughput', 'find_reference_python', 'run_reference', 'reference_throughput', 'f6_figure', 'probe_groups', 'matched_ceiling', 'f7_summary', 'f7_finding', 'f7_comparisons', 'f7_figure', 'ablation_configs', 'ablation_rows', 'f8_figure', 'NOTEBOOKS', 'FINDINGS', 'default_nbs_dir', 'select_notebooks', 'NotebookRun', 'earlier_seconds', 'is_finished', 'run_notebook', 'findings', 'render_report', 'reproduce', 'reproduce_command']
+__all__ = ['PAPER_ARCHS', 'PAPER_L0S', 'SCALES', 'T2_REFERENCE', 'F2_REFERENCE', 'F2_METRICS', 'T3_METRICS', 'T3_REFERENCE', 'Scale', 'scale_settings', 'paper_l0', 'reference_value', 'scaled_samples', 'sweep_configs', 'sweep_l0s', 'sweep_runs', 'result_rows', 'variant_world', 'run_key', 'train_cached', 'scale_label', 'write_numbers', 'markdown_table', 'REFERENCE_SCRIPT', 'F8_ABLATIONS', 'F8_METRICS', 'ConfigTables', 'config_tables', 'flat_stats', 't2_table', 't2_comparisons', 'superposition_rows', 'f1_figure', 'f2_reference', 'comparison_rows', 't3_rows', 't3_comparisons', 't3_markdown', 'superposition_worlds', 'correlation_worlds', 'rows_by_world', 'throughput_config', 'median_seconds', 'machine_info', 'sampler_throughput', 'find_reference_python', 'run_reference', 'reference_throughput', 'f6_figure', 'probe_groups', 'matched_ceiling', 'f7_summary', 'f7_finding', 'f7_comparisons', 'f7_figure', 'ablation_configs', 'ablation_rows', 'f8_figure', 'NOTEBOOKS', 'FINDINGS', 'default_nbs_dir', 'select_notebooks', 'NotebookRun', 'earlier_seconds', 'is_finished', 'run_notebook', 'findings', 'render_report', 'reproduce']
 
 # %% ../nbs/70_paper.ipynb #5d75aaee
 PAPER_ARCHS = ('batchtopk', 'jumprelu', 'matching_pursuit', 'matryoshka_batchtopk', 'standard')
 PAPER_L0S = (15, 20, 25, 30, 35, 40, 45)
 
-SCALES = {
-    'tiny': dict(model='tiny', d_sae=64, training_samples=8_192, batch_size=256, lr=3e-3, eval_samples=2_048, seeds=[0],
-                 l0s=[2, 4, 6], l0_ref=4, t3_l0s=[4], stats_samples=4_000, top_k=64,
-                 superposition_dims=[24, 48, 96], autotuner=dict(integral_gain=0.05), dead_feature_window=8,
-                 correlation_scales=[0., 0.1], ablation_l0s=[2, 4], probe_steps=300, probe_lr=3e-2, throughput_sizes=[128, 512, 2_048], throughput_batches=3),
-    'cpu': dict(model='cpu', d_sae=512, training_samples=1_000_000, batch_size=1024, lr=5e-3, eval_samples=16_384, seeds=[0],
-                l0s=[6, 8, 10, 12, 14], l0_ref=10, t3_l0s=[10, 8], stats_samples=20_000, top_k=512,
-                superposition_dims=[128, 256, 512], dead_feature_window=20,
-                correlation_scales=[0., 0.1, 0.15], ablation_l0s=[6, 8, 10], probe_steps=1_000, probe_lr=3e-2,
-                throughput_sizes=[128, 512, 2_048, 8_192, 16_384, 65_536, 262_144], throughput_batches=10),
-    'paper': dict(model='synthsaebench-16k', d_sae=4096, training_samples=200_000_000, batch_size=1024, lr=3e-4,
-                  eval_samples=1_000_000, seeds=[0, 1, 2, 3, 4], l0s=list(PAPER_L0S), l0_ref=25, t3_l0s=[25, 20],
-                  stats_samples=1_000_000, top_k=4096, superposition_dims=[256, 384, 512, 768, 1024, 1536], autotuner=None, dead_feature_window=1000,
-                  correlation_scales=[0., 0.05, 0.1, 0.15], ablation_l0s=[15, 20, 25], probe_steps=2_000, probe_lr=1e-2,
-                  throughput_sizes=[128 * 2 ** k for k in range(14)], throughput_batches=100),
-}
+@dataclass(frozen=True)
+class Scale:
+    "One reproduction scale: its world, SAE width, training protocol and the sizes of every paper item"
+    scale:str                        # the scale's name: 'tiny' | 'cpu' | 'paper'
+    model:str                        # preset name of the world
+    d_sae:int                        # SAE width
+    training_samples:int             # training samples per SAE
+    batch_size:int                   # training batch size
+    lr:float                         # Adam learning rate
+    eval_samples:int                 # samples of the fixed evaluation stream
+    seeds:tuple                      # SAE seeds
+    l0s:tuple                        # the L0 sweep's targets
+    l0_ref:float                     # counterpart of the paper's L0 25 (true L0 of the width's top features)
+    t3_l0s:tuple                     # T3's targets (the first is the headline row)
+    stats_samples:int                # samples behind T2's world statistics
+    top_k:int                        # features in T2's top-k statistics
+    superposition_dims:tuple         # F4's hidden sizes
+    dead_feature_window:int          # steps without firing that make a latent dead
+    correlation_scales:tuple         # F5's correlation scales
+    ablation_l0s:tuple               # F8's targets
+    probe_steps:int                  # F7's probe training steps
+    probe_lr:float                   # F7's probe learning rate
+    throughput_sizes:tuple           # F6's feature counts
+    throughput_batches:int           # F6's timed batches per size
+    autotuner:dict|None=None         # L0 autotuner settings; None: `autotuner_defaults` for the run's length
+    architectures:tuple=PAPER_ARCHS  # architectures trained
+    sae_overrides:dict|None=None     # {arch: SAE config fields laid over `paper_sae_config`}
+    def __post_init__(self):
+        check_choice('scale', self.scale, ('tiny', 'cpu', 'paper'))
+        for a in self.architectures: check_choice('architectures', a, ARCHS)
+        for k in ('seeds', 'l0s', 't3_l0s', 'superposition_dims', 'correlation_scales', 'ablation_l0s',
+                  'throughput_sizes', 'architectures'):
+            if not isinstance(getattr(self, k), tuple): object.__setattr__(self, k, tuple(getattr(self, k)))
+
+_TINY = Scale('tiny', model='tiny', d_sae=64, training_samples=8_192, batch_size=256, lr=3e-3, eval_samples=2_048,
+              seeds=(0,), l0s=(2, 4, 6), l0_ref=4, t3_l0s=(4,), stats_samples=4_000, top_k=64,
+              superposition_dims=(24, 48, 96), dead_feature_window=8, correlation_scales=(0., 0.1),
+              ablation_l0s=(2, 4), probe_steps=300, probe_lr=3e-2, throughput_sizes=(128, 512, 2_048),
+              throughput_batches=3, autotuner=dict(integral_gain=0.05))
+_CPU = Scale('cpu', model='cpu', d_sae=512, training_samples=1_000_000, batch_size=1024, lr=5e-3,
+             eval_samples=16_384, seeds=(0,), l0s=(6, 8, 10, 12, 14), l0_ref=10, t3_l0s=(10, 8),
+             stats_samples=20_000, top_k=512, superposition_dims=(128, 256, 512), dead_feature_window=20,
+             correlation_scales=(0., 0.1, 0.15), ablation_l0s=(6, 8, 10), probe_steps=1_000, probe_lr=3e-2,
+             throughput_sizes=(128, 512, 2_048, 8_192, 16_384, 65_536, 262_144), throughput_batches=10)
+_PAPER = Scale('paper', model='synthsaebench-16k', d_sae=4096, training_samples=200_000_000, batch_size=1024,
+               lr=3e-4, eval_samples=1_000_000, seeds=(0, 1, 2, 3, 4), l0s=PAPER_L0S, l0_ref=25, t3_l0s=(25, 20),
+               stats_samples=1_000_000, top_k=4096, superposition_dims=(256, 384, 512, 768, 1024, 1536),
+               dead_feature_window=1000, correlation_scales=(0., 0.05, 0.1, 0.15), ablation_l0s=(15, 20, 25),
+               probe_steps=2_000, probe_lr=1e-2, throughput_sizes=tuple(128 * 2 ** k for k in range(14)),
+               throughput_batches=100)
+SCALES = {s.scale: s for s in (_TINY, _CPU, _PAPER)}
 
 def scale_settings(
-    scale:str,                       # 'tiny' | 'cpu' | 'paper'
-    **overrides,                     # e.g. seeds=[0], l0s=[…], architectures=[…], training_samples=…; None keeps the default
-)->dict:
-    "The settings of `scale`, with the notebook's non-None parameters laid over them"
-    s = dict(SCALES[check_choice('scale', scale, SCALES)], architectures=list(PAPER_ARCHS), scale=scale)
-    for k, v in overrides.items():
-        if v is not None: s[k] = list(v) if isinstance(v, (list, tuple)) else v
-    for a in s['architectures']: check_choice('architectures', a, ARCHS)
-    return s
+    scale:str,      # 'tiny' | 'cpu' | 'paper'
+    **overrides,    # fields of `Scale` (e.g. seeds=[0], training_samples=…); None keeps the scale's value
+)->Scale:
+    "The `Scale` named `scale`, with the notebook's non-None parameters laid over it"
+    base = SCALES[check_choice('scale', scale, SCALES)]
+    for k in overrides: check_choice('scale_settings override', k, [f.name for f in fields(Scale)])
+    return replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
 # %% ../nbs/70_paper.ipynb #d70ee206
 def paper_l0(
@@ -128,35 +161,35 @@ def scaled_samples(
     return round(count * (hidden_dim / base_dim) ** 0.6)
 
 def sweep_configs(
-    s:dict,                    # `scale_settings(...)`
+    s:Scale,                    # `scale_settings(...)`
     runs:list[tuple],          # (arch, l0, seed) triples
     model:str|None=None,       # preset name or saved-world folder; None: the scale's world
     hidden_dim:int|None=None,  # D of that world; None: the scale's preset's
 )->list[RunConfig]:
     "One `RunConfig` per (arch, l0, seed) at scale `s`, sharing a data stream per seed"
-    d0 = preset(s['model']).hidden_dim
+    d0 = preset(s.model).hidden_dim
     d = hidden_dim or d0
-    samples = scaled_samples(s['training_samples'], d, d0)
-    steps = math.ceil(samples / s['batch_size'])                  # Standard's warm-up and tuner start follow it
-    train = dict(training_samples=samples, batch_size=s['batch_size'], lr=s['lr'], autotuner=s.get('autotuner'),
-                 dead_feature_window=s['dead_feature_window'])
-    evals = EvalConfig(num_samples=s['eval_samples'], batch_size=min(1024, s['batch_size']))
+    samples = scaled_samples(s.training_samples, d, d0)
+    steps = math.ceil(samples / s.batch_size)                  # Standard's warm-up and tuner start follow it
+    train = dict(training_samples=samples, batch_size=s.batch_size, lr=s.lr, autotuner=s.autotuner,
+                 dead_feature_window=s.dead_feature_window)
+    evals = EvalConfig(num_samples=s.eval_samples, batch_size=min(1024, s.batch_size))
     out = []
     for arch, l0, seed in runs:
-        over = s.get('sae_overrides', {}).get(arch, {})
-        c = paper_sae_config(arch, d, s['d_sae'], l0, total_steps=steps, seed=seed, **over)
-        out.append(RunConfig(model=model or s['model'], sae=dict(architecture=arch, **to_jsonable(c)),
+        over = (s.sae_overrides or {}).get(arch, {})
+        c = paper_sae_config(arch, d, s.d_sae, l0, total_steps=steps, seed=seed, **over)
+        out.append(RunConfig(model=model or s.model, sae=dict(architecture=arch, **to_jsonable(c)),
                              train=TrainConfig(seed=seed, **train), eval=evals))
     return out
 
 # %% ../nbs/70_paper.ipynb #fc5bf732
-def sweep_l0s(s:dict)->list:
+def sweep_l0s(s:Scale)->list:
     "The L0 sweep's targets: the scale's `l0s` and `t3_l0s`, sorted"
-    return sorted(set(s['l0s']) | set(s['t3_l0s']))
+    return sorted(set(s.l0s) | set(s.t3_l0s))
 
-def sweep_runs(s:dict)->list[tuple]:
+def sweep_runs(s:Scale)->list[tuple]:
     "The L0 sweep's (arch, l0, seed) triples, in the order `72_l0_sweep` trains them"
-    return [(a, l0, seed) for seed in s['seeds'] for a in s['architectures'] for l0 in sweep_l0s(s)]
+    return [(a, l0, seed) for seed in s.seeds for a in s.architectures for l0 in sweep_l0s(s)]
 
 # %% ../nbs/70_paper.ipynb #c176c3ea
 def result_rows(
@@ -240,23 +273,23 @@ def train_cached(
     return out
 
 # %% ../nbs/70_paper.ipynb #6424cd6b
-def scale_label(s:dict)->str:
+def scale_label(s:Scale)->str:
     "Figure-title label of a scale, e.g. 'scale=cpu (reduced: N=4,096, D=256, L=512, 1,000,000 samples, 1 seed)'"
-    if s['scale'] == 'paper': return 'scale=paper'
-    cfg = preset(s['model'])
-    return (f"scale={s['scale']} (reduced: N={cfg.num_features:,}, D={cfg.hidden_dim:,}, L={s['d_sae']:,}, "
-            f"{s['training_samples']:,} samples, {len(s['seeds'])} seed{'s' * (len(s['seeds']) > 1)})")
+    if s.scale == 'paper': return 'scale=paper'
+    cfg = preset(s.model)
+    return (f"scale={s.scale} (reduced: N={cfg.num_features:,}, D={cfg.hidden_dim:,}, L={s.d_sae:,}, "
+            f"{s.training_samples:,} samples, {len(s.seeds)} seed{'s' * (len(s.seeds) > 1)})")
 
 def write_numbers(
     out_dir:str|Path|None,     # folder; None writes nothing
     stem:str,                  # notebook stem, e.g. '72_l0_sweep'
-    s:dict,                    # `scale_settings(...)`
+    s:Scale,                    # `scale_settings(...)`
     numbers:dict,              # the notebook's numbers (JSON-ready after `to_jsonable`)
     comparisons:list[dict]=(), # rows measured vs reference
     device:str='cpu',
 )->dict:                       # the record (also returned when nothing is written)
     "The notebook's JSON record, written atomically as `<out_dir>/<stem>.json`"
-    rec = dict(notebook=stem, scale=s['scale'], reduced=s['scale'] != 'paper', label=scale_label(s), settings=s,
+    rec = dict(notebook=stem, scale=s.scale, reduced=s.scale != 'paper', label=scale_label(s), settings=s,
                settings_hash=config_hash(s), device=str(device), version=package_version(),
                torch=torch.__version__, python=platform.python_version(), numbers=numbers, comparisons=list(comparisons))
     rec = to_jsonable(rec)
@@ -313,15 +346,17 @@ class ConfigTables(NamedTuple):
 
 _PROTOCOL = ('d_sae', 'training_samples', 'batch_size', 'lr', 'eval_samples', 'seeds', 'l0s', 'architectures')
 
-def config_tables(s:dict)->ConfigTables:
+def _shown(v)->str: return str(list(v) if isinstance(v, tuple) else v)  # T1 prints sequences as lists
+
+def config_tables(s:Scale)->ConfigTables:
     "Table T1 for the scale settings `s` (`scale_settings`)"
-    bench, here = flatten_dict(preset('synthsaebench-16k').to_dict()), flatten_dict(preset(s['model']).to_dict())
-    worlds = [{'field': k, 'benchmark': str(bench.get(k)), f"this scale ({s['model']})": str(here.get(k))}
+    bench, here = flatten_dict(preset('synthsaebench-16k').to_dict()), flatten_dict(preset(s.model).to_dict())
+    worlds = [{'field': k, 'benchmark': str(bench.get(k)), f"this scale ({s.model})": str(here.get(k))}
               for k in dict.fromkeys([*bench, *here])]
-    protocol = [dict(field='target_l0s' if k == 'l0s' else k, value=str(s[k])) for k in _PROTOCOL]
+    protocol = [dict(field='target_l0s' if k == 'l0s' else k, value=_shown(getattr(s, k))) for k in _PROTOCOL]
     skip = ('d_in', 'd_sae', 'device', 'dtype', 'seed')
     archs = []
-    for a in s['architectures']:
+    for a in s.architectures:
         cfg = vars(paper_sae_config(a, 768, 4096, 25))
         archs.append(dict(arch=a, settings='; '.join(f'{k}={v}' for k, v in cfg.items() if k not in skip)))
     return ConfigTables(pd.DataFrame(worlds), pd.DataFrame(protocol), pd.DataFrame(archs))
@@ -346,10 +381,10 @@ def t2_table(
         rows.append(dict(quantity=k, measured=float(v), reference=ref, tolerance=tol, source=source, within=within))
     return pd.DataFrame(rows)
 
-def t2_comparisons(t2:pd.DataFrame, s:dict)->list[dict]:
+def t2_comparisons(t2:pd.DataFrame, s:Scale)->list[dict]:
     "T2's rows with a reference; on another world than the benchmark's the note says so"
-    bench = s['model'] == 'synthsaebench-16k'
-    note = lambda r: r.source if bench else f"reference is the 16k world; this is the {s['model']} world"
+    bench = s.model == 'synthsaebench-16k'
+    note = lambda r: r.source if bench else f"reference is the 16k world; this is the {s.model} world"
     return [dict(item='T2', quantity=r.quantity, measured=r.measured, reference=r.reference, note=note(r))
             for r in t2.itertuples() if r.reference is not None and r.reference == r.reference]
 
@@ -391,14 +426,14 @@ def f1_figure(f1:pd.DataFrame, label:str)->plt.Figure:
 
 # %% ../nbs/70a_paper_items.ipynb #19cd2fc9
 def f2_reference(
-    s:dict,                    # scale settings
+    s:Scale,                    # scale settings
     l0s:list,                  # this scale's target L0s
 )->pd.DataFrame|None:          # one row per (arch, l0) with the paper's F2 metrics; None when no L0 corresponds
     "The paper's F2 values at the paper L0s corresponding to `l0s`, for the F2 panel"
     rows = []
-    for a in s['architectures']:
+    for a in s.architectures:
         for l0 in l0s:
-            pl0 = paper_l0(l0, s['l0_ref'])
+            pl0 = paper_l0(l0, s.l0_ref)
             if pl0 is None or reference_value('F2', 'f1', a, pl0) is None: continue
             rows.append(dict(arch=a, l0=l0, **{m: reference_value('F2', m, a, pl0) for m in F2_METRICS}))
     return pd.DataFrame(rows) if rows else None
@@ -425,13 +460,13 @@ def comparison_rows(
 # %% ../nbs/70a_paper_items.ipynb #c1d820f7
 def t3_rows(
     main:pd.DataFrame,         # the sweep's rows in their paper eval mode (`result_rows`), with arch, l0, seed
-    s:dict,                    # scale settings
+    s:Scale,                    # scale settings
 )->list[dict]:
     "T3: one row per (T3 L0, architecture): n_seeds, each metric's mean, `_std` and `_paper`"
     rows = []
-    for l0 in s['t3_l0s']:
+    for l0 in s.t3_l0s:
         for a, g in main[main.l0 == l0].groupby('arch'):
-            row = dict(l0=l0, paper_l0=paper_l0(l0, s['l0_ref']), arch=a, n_seeds=len(g), eval_mode=g.eval_mode.iloc[0],
+            row = dict(l0=l0, paper_l0=paper_l0(l0, s.l0_ref), arch=a, n_seeds=len(g), eval_mode=g.eval_mode.iloc[0],
                        sae_l0=g.sae_l0.mean())
             for m in T3_METRICS:
                 row[m] = g[m].mean()
@@ -458,7 +493,7 @@ def t3_markdown(t3:pd.DataFrame)->str:
 
 # %% ../nbs/70a_paper_items.ipynb #a612b829
 def superposition_worlds(
-    s:dict,                    # scale settings (its `model` is rebuilt)
+    s:Scale,                    # scale settings (its `model` is rebuilt)
     dims:list,                 # hidden dimensions D
     device:str='cpu',
     cache_dir=None,            # None: `default_cache_dir()`
@@ -466,23 +501,23 @@ def superposition_worlds(
     "F4's worlds: the scale's world at each hidden dimension, with its ρ_mm"
     worlds = {}
     for d in dims:
-        m, folder = variant_world(s['model'], device=device, cache_dir=cache_dir, hidden_dim=d)
+        m, folder = variant_world(s.model, device=device, cache_dir=cache_dir, hidden_dim=d)
         worlds[d] = dict(folder=str(folder), rho_mm=superposition_stats(m.feature_vectors, percentiles=()).rho_mm)
     return worlds
 
 def correlation_worlds(
-    s:dict,                    # scale settings (its `model` is rebuilt)
+    s:Scale,                    # scale settings (its `model` is rebuilt)
     scales:list,               # correlation scales s
     device:str='cpu',
     cache_dir=None,            # None: `default_cache_dir()`
 )->dict:                       # {s: {folder, correlation_rms, correlation_mean, approx_rms, capped_rows, same_as_preset}}
     "F5's worlds: the scale's world at each correlation scale, with the realised correlation statistics"
-    base, worlds = preset(s['model']), {}
+    base, worlds = preset(s.model), {}
     for v in scales:
         with warnings.catch_warnings():
             warnings.filterwarnings('ignore', message='.*rows of the correlation factor')
             corr = replace(base.correlation, correlation_scale=v)
-            m, folder = variant_world(s['model'], device=device, cache_dir=cache_dir, correlation=corr)
+            m, folder = variant_world(s.model, device=device, cache_dir=cache_dir, correlation=corr)
         smp = m.activation_generator.sampler
         delta = smp.sqrt_diag.double() ** 2
         st = low_rank_correlation_stats(smp.correlation_factor, delta)
@@ -691,14 +726,14 @@ def matched_ceiling(
 def f7_summary(
     df:pd.DataFrame,           # one row per run: arch, l0, f1, probe_matched, sae_l0, precision, recall
     pc,                        # the probe's `ProbeCeiling`
-    s:dict,                    # scale settings
+    s:Scale,                    # scale settings
 )->pd.DataFrame:
     "F7 per (arch, l0): mean SAE F1 and matched ceiling over seeds, the paper's F1, the probe means and the gap"
     g = df.groupby(['arch', 'l0'])
     out = g[['f1', 'probe_matched', 'sae_l0', 'precision', 'recall']].mean().join(g.size().rename('n_seeds')).reset_index()
-    out['paper_l0'] = [paper_l0(l, s['l0_ref']) for l in out.l0]
+    out['paper_l0'] = [paper_l0(l, s.l0_ref) for l in out.l0]
     out['f1_paper'] = [reference_value('F2', 'f1', a, p) for a, p in zip(out.arch, out.paper_l0)]
-    out['probe_first_k'], out['probe_all'], out['t3'] = pc.first_k, pc.all, out.l0.isin(s['t3_l0s'])
+    out['probe_first_k'], out['probe_all'], out['t3'] = pc.first_k, pc.all, out.l0.isin(s.t3_l0s)
     out['gap_matched'] = out.probe_matched - out.f1
     return out
 
@@ -768,7 +803,7 @@ F8_ABLATIONS = {  # arch: ((the paper's arm, the ablated arm), the fields the ab
 F8_METRICS = ('dead_latents', 'mcc', 'f1', 'uniqueness', 'explained_variance')
 
 def ablation_configs(
-    s:dict,                    # scale settings
+    s:Scale,                    # scale settings
     archs:list,                # architectures with an entry in `F8_ABLATIONS`
     l0s:list,                  # target L0s
     seed:int,
@@ -866,14 +901,14 @@ def is_finished(
     out:str|Path,        # the reproduction folder
     name:str,            # notebook stem
     scale:str,           # requested scale
-    overrides:dict={},   # requested non-default settings (seeds, l0s, …)
+    overrides:dict|None=None,  # requested non-default settings (seeds, l0s, …)
 )->bool:
     "Whether `name` already ran with exactly these settings (its executed copy and JSON exist, same settings hash)"
     out = Path(out); js = out/name/f'{name}.json'
     if not (js.is_file() and (out/'notebooks'/f'{name}.ipynb').is_file()): return False
     try: rec = json.loads(js.read_text())
     except (OSError, json.JSONDecodeError): return False
-    return rec.get('scale') == scale and rec.get('settings_hash') == config_hash(scale_settings(scale, **overrides))
+    return rec.get('scale') == scale and rec.get('settings_hash') == config_hash(scale_settings(scale, **(overrides or {})))
 
 def run_notebook(
     src:str|Path,        # the source notebook
@@ -1098,18 +1133,3 @@ def reproduce(
     write_json(out/'summary.json', summary)
     render_report(out, summary)
     return summary
-
-# %% ../nbs/80_paper_reproduce.ipynb #6d8c5532
-def _ints(s:str|None)->list|None: return None if s in (None, '') else [int(v) for v in str(s).split(',') if v.strip()]
-def _floats(s:str|None)->list|None: return None if s in (None, '') else [float(v) if '.' in v else int(v) for v in str(s).split(',') if v.strip()]
-def _strs(s:str|None)->list|None: return None if s in (None, '') else [v.strip() for v in str(s).split(',') if v.strip()]
-
-def reproduce_command(scale='cpu', device='cpu', out='reports', only=None, force=False, seeds=None, l0s=None,
-                      architectures=None, training_samples=None, nbs_dir=None)->dict:
-    "`reproduce` with comma-separated lists; raises SystemExit(1) naming the failed notebooks"
-    s = reproduce(scale, device, out, only, force, _ints(seeds), _floats(l0s), _strs(architectures), training_samples, nbs_dir)
-    held = {True: 'held', False: 'did not hold', None: 'not measured'}
-    print('\n'.join(f"{held[f['held']]:>13}: {f['statement']}" for f in s['findings']))
-    print(f"report: {Path(out)/'report.html'}")
-    if s['failed']: raise SystemExit('failed notebooks: ' + ', '.join(s['failed']))
-    return s

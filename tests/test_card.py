@@ -157,7 +157,7 @@ def test_cli_compares_several(tmp_path):
 
 def paper_numbers():
     from synthsae.paper import F2_REFERENCE, T3_REFERENCE, SCALES
-    return F2_REFERENCE, T3_REFERENCE, dict(num_steps=SCALES['paper']['probe_steps'], lr=SCALES['paper']['probe_lr'])
+    return F2_REFERENCE, T3_REFERENCE, dict(num_steps=SCALES['paper'].probe_steps, lr=SCALES['paper'].probe_lr)
 
 
 def test_shipped_baselines():

@@ -13,7 +13,7 @@ from synthsae.card import baseline_from_sweep, paper_baseline, read_sweep_record
 def paper_numbers():
     "The paper's L0-sweep and results-table numbers and the paper scale's probe settings"
     from synthsae.paper import F2_REFERENCE, T3_REFERENCE, SCALES
-    return F2_REFERENCE, T3_REFERENCE, dict(num_steps=SCALES['paper']['probe_steps'], lr=SCALES['paper']['probe_lr'])
+    return F2_REFERENCE, T3_REFERENCE, dict(num_steps=SCALES['paper'].probe_steps, lr=SCALES['paper'].probe_lr)
 
 
 def sweep_file(src:Path)->Path:
