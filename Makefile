@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: install install-formats test export-check clean-check nbtest pytest pytest-default-isa reproduce baselines \
-	baselines-tiny bench train-bench reference-venv docs clean
+	baselines-tiny bench train-bench reference-venv docs clean gpu-check
 
 $(STAMP): settings.ini setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -77,6 +77,17 @@ bench: install
 train-bench: install
 	mkdir -p reports
 	SYNTHSAE_REFERENCE_PYTHON="$(REFERENCE_PYTHON)" $(PY) tools/train_bench.py --scale full --out reports/train_benchmark.json
+
+# one prepared command for a session with a GPU (≤ 9 min on one H100/H200): the CUDA-only tests, then `synthsae
+# gpu-check` (sampling and SAE throughput per strategy, a budgeted paper-protocol BatchTopK-4096 run on the 16k world
+# scored on 1M samples beside the paper): reports/gpu_check/gpu_check.json and one table. On a CPU: a smoke size.
+# (the JSON is written even when the tests fail). A cached 16k world skips its construction:
+# SYNTHSAE_CACHE=<folder holding synthsaebench-16k-*>
+GPU_BUDGET_S ?= 450
+gpu-check: install
+	mkdir -p reports
+	$(PY) -m pytest -q tests/test_gpu.py -k cuda -p no:cacheprovider; rc=$$?; \
+	$(BIN)/synthsae gpu-check --out reports/gpu_check --budget_s $(GPU_BUDGET_S) && exit $$rc
 
 # the reference implementation (SAELens) in its own venv, for side-by-side benchmarks only
 reference-venv:

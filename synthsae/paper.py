@@ -847,7 +847,8 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
-from .core import atomic_file, check_choice, config_hash, to_jsonable, write_json, package_dir, package_version
+from .core import (atomic_file, check_choice, config_hash, to_jsonable, write_json, package_dir, package_version,
+                           check_device)
 
 # %% ../nbs/80_paper_reproduce.ipynb #46718b30
 NOTEBOOKS = {
@@ -1104,6 +1105,7 @@ def reproduce(
     "Run the reproduction notebooks at `scale`, resume finished ones, and write summary.json and report.html"
     from tqdm.auto import tqdm
     check_choice('scale', scale, SCALES)
+    check_device(device)  # before any work: '--device cuda' on a machine without a GPU
     cat = NOTEBOOKS if catalog is None else catalog
     names, out = select_notebooks(only, cat), Path(out)
     if not out.parent.exists(): raise FileNotFoundError(f"out: the parent folder of {str(out)!r} does not exist ({out.parent}); create it first")

@@ -18,17 +18,16 @@ def one_thread():
     torch.set_num_threads(n)
 
 @cuda
-@pytest.mark.parametrize('preset', ['tiny', 'cpu'])
-def test_hot_path_has_no_host_sync(preset):
+def test_cuda_hot_path_has_no_host_sync():
     # the dense strategy ('auto' on CUDA) and a BatchTopK step, under set_sync_debug_mode('error')
-    model = SyntheticModel.from_preset(preset, device='cuda')
+    model = SyntheticModel.from_preset('tiny', device='cuda')
     assert model.sampling_strategy == 'dense'
     sae = make_sae('batchtopk', d_in=model.hidden_dim, d_sae=128, k=8, seed=0, device='cuda')
     r = hot_path_steps(model, sae, 512, n_steps=3)
     assert r['checked'] and r['ok'], r
 
 @cuda
-def test_strategies_agree_on_the_device():
+def test_cuda_strategies_agree_on_the_device():
     # mean L0 of 20,000 samples each (tiny world, L0 ≈ 6.3, per-sample sd ≈ 2.4): σ of the difference ≈ 0.024; 6σ
     model = SyntheticModel.from_preset('tiny', device='cuda')
     l0 = {}
@@ -38,16 +37,8 @@ def test_strategies_agree_on_the_device():
         l0[s] = float((f > 0).sum(1).double().mean())
     assert abs(l0['sparse'] - l0['dense']) < 0.15, l0
 
-@cuda
-def test_gpu_check_paper_size_plans_within_the_budget(tmp_path):
-    # a short budget on the real world: it plans, trains what fits and always writes the JSON
-    rec = gpu_check(out=tmp_path/'gc', device='cuda', size='paper', budget_s=120, eval_samples=65_536)
-    saved = json.loads((tmp_path/'gc'/'gpu_check.json').read_text())
-    assert saved['wall_s'] < 130 and saved['sync_check']['ok'], saved
-    assert rec['stopped'] is None or rec['stopped'].startswith('budget'), rec['stopped']
-
 @pytest.mark.skipif(torch.cuda.is_available(), reason='a GPU is present')
-def test_cuda_without_a_gpu_is_a_clear_error(tmp_path):
+def test_device_without_a_gpu_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="device: 'cuda' was asked for but torch sees no usable GPU"):
         gpu_check(out=tmp_path/'gc', device='cuda')
     assert not (tmp_path/'gc').exists()  # before any work
