@@ -132,7 +132,8 @@ class ActivationGenerator(nn.Module):
         self.sampler = FeatureSampler(_per_feature(firing_probabilities, n, 'firing_probabilities'),
                                       _per_feature(mean_firing_magnitudes, n, 'mean_firing_magnitudes'),
                                       _per_feature(std_firing_magnitudes, n, 'std_firing_magnitudes'),
-                                      hierarchy=flat, config=sampler_config, **_correlation_parts(correlation_matrix, n))
+                                      hierarchy=flat, config=sampler_config,
+                                      **_correlation_parts(correlation_matrix, n))
         self.num_features, self.dtype = n, getattr(torch, dtype) if isinstance(dtype, str) else dtype
         self.to(device)
 
