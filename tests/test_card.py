@@ -25,8 +25,6 @@ def randomised(sae, seed=0):
     return sae
 
 
-@pytest.fixture(scope='module')
-def model(): return SyntheticModel.from_preset('tiny')
 
 
 @pytest.fixture(scope='module')
@@ -110,13 +108,13 @@ def test_detection_errors(tmp_path):
         read_sae(tmp_path/'sl', format='sparsify')
 
 
-def test_bad_input_leaves_no_card(tmp_path, model):
+def test_bad_input_leaves_no_card(tmp_path, tiny):
     good = make_sae('topk', 48, 64, k=4, seed=0)
     wide = make_sae('topk', 32, 64, k=4, seed=0)
     nan = make_sae('topk', 48, 64, k=4, seed=0)
     with torch.no_grad(): nan.W_dec[0, 0] = float('nan')
     for bad, msg in ((wide, "size 32 .* hidden_dim is 48"), (nan, "'W_dec'")):
-        with pytest.raises(ValueError, match=msg): benchmark_card([good, bad], model, out=tmp_path/'card')
+        with pytest.raises(ValueError, match=msg): benchmark_card([good, bad], tiny, out=tmp_path/'card')
         assert not (tmp_path/'card').exists() and list(tmp_path.iterdir()) == []
     save_dictionary_learning(nan, tmp_path/'nan_dl')
     assert main(['card', '--sae', str(tmp_path/'nan_dl'), '--model', 'tiny', '--out', str(tmp_path/'card')]) == 2
@@ -125,20 +123,20 @@ def test_bad_input_leaves_no_card(tmp_path, model):
 
 # ---- the card
 
-def test_card_files_and_numbers(tmp_path, model):
+def test_card_files_and_numbers(tmp_path, tiny):
     a = make_sae('batchtopk', 48, 64, k=4, seed=0)
     b = make_sae('jumprelu', 48, 64, seed=1)
     save_dictionary_learning(b, tmp_path/'b_dl')
-    card = benchmark_card([a, tmp_path/'b_dl'], model, out=tmp_path/'card', num_samples=1024, batch_size=256,
+    card = benchmark_card([a, tmp_path/'b_dl'], tiny, out=tmp_path/'card', num_samples=1024, batch_size=256,
                           probe_steps=5)
     files = ['card.csv', 'card.html', 'card.json', 'card.png', 'card.svg']
     assert sorted(p.name for p in (tmp_path/'card').iterdir()) == files
     js = json.loads((tmp_path/'card'/'card.json').read_text())
     assert js['protocol']['num_samples'] == 1024 and js['world']['name'] == 'tiny'
-    assert js['saes'][0]['evals']['batch'] == evaluate(a, model, num_samples=1024, batch_size=256).to_dict()
+    assert js['saes'][0]['evals']['batch'] == evaluate(a, tiny, num_samples=1024, batch_size=256).to_dict()
     assert js['saes'][1]['name'] == 'b_dl' and 'dictionary_learning' in js['saes'][1]['source']
     b_back = read_sae(tmp_path/'b_dl')
-    assert js['saes'][1]['evals']['default'] == evaluate(b_back, model, num_samples=1024, batch_size=256).to_dict()
+    assert js['saes'][1]['evals']['default'] == evaluate(b_back, tiny, num_samples=1024, batch_size=256).to_dict()
     assert js['baseline']['file']['world'] == 'tiny' and js['saes'][0]['probe']['matched'] > 0
     page = (tmp_path/'card'/'card.html').read_text()
     assert 'data:image/png;base64,' in page and 'http' not in page and 'b_dl' in page
@@ -171,7 +169,7 @@ def test_shipped_baselines():
     assert sorted(f.name for f in baseline_dir().glob('*.json')) >= ['synthsaebench-16k.json', 'tiny.json']
 
 
-def test_any_object_with_encode_decode_and_W_dec(tmp_path, model):
+def test_any_object_with_encode_decode_and_W_dec(tmp_path, tiny):
     "A plain object (no nn.Module, no cfg) is scored and placed like a library SAE"
     sae = make_sae('topk', 48, 64, k=4, seed=0)
 
@@ -180,7 +178,7 @@ def test_any_object_with_encode_decode_and_W_dec(tmp_path, model):
         def encode(self, x): return sae.encode(x)
         def decode(self, z): return sae.decode(z)
 
-    card = benchmark_card(Plain(), model, out=tmp_path/'c', num_samples=512, batch_size=256, probe_steps=0)
+    card = benchmark_card(Plain(), tiny, out=tmp_path/'c', num_samples=512, batch_size=256, probe_steps=0)
     assert card.entries[0].name == 'Plain'
-    ours = evaluate(sae, model, num_samples=512, batch_size=256)
+    ours = evaluate(sae, tiny, num_samples=512, batch_size=256)
     assert card.entries[0].headline == replace(ours, eval_mode=None)  # a plain object has no eval modes

@@ -4,6 +4,7 @@ import numpy as np, pytest, torch
 from scipy.optimize import linear_sum_assignment
 from synthsae.core import cos_sim, stream_generator, stream_id, unit_rows
 from synthsae.testing import linear_magnitude, sum_tol
+from synthsae.fixtures import ToyModel, OracleSAE
 from synthsae.evaluation import (ClassificationCounts, ClassificationMetrics, MetricAccumulator, ReconstructionStats,
     SparsityStats, as_scorable, best_match, classification_metrics, evaluate, evaluate_modes, feature_uniqueness,
     mean_correlation_coefficient, optimal_matching, _dual_certificate, _sparse_assignment, _top_candidates)
@@ -25,28 +26,6 @@ def cos_tol(d):
 def unit_cos_tol(d):
     "atol of |cos| = 1 for float32 rows equal up to a scale: each normalised (d/2 + 2 roundings), a d-term dot product"
     return sum_tol(d + 4)['atol']
-
-
-class ToyModel:
-    "Stand-in for SyntheticModel: Bernoulli(p) features, |N(1, 0.2²)| magnitudes, orthonormal directions, a bias"
-    def __init__(self, n_feat=24, d=32, p=0.15, seed=0):
-        g = torch.Generator().manual_seed(seed)
-        self.feature_vectors = torch.linalg.qr(torch.randn(d, n_feat, generator=g))[0].T.contiguous()
-        self.bias, self.p = torch.randn(d, generator=g), p
-        self.hidden_dim, self.num_features = d, n_feat
-    def sample_with_features(self, batch_size, generator=None, sparse=False):
-        on = torch.rand(batch_size, self.num_features, generator=generator) < self.p
-        f = on * (1 + 0.2 * torch.randn(batch_size, self.num_features, generator=generator)).abs()
-        return f @ self.feature_vectors + self.bias, (f.to_sparse() if sparse else f)
-
-
-class OracleSAE:
-    "Inverts ToyModel exactly"
-    def __init__(self, m): self.W_dec, self.b = m.feature_vectors.clone(), m.bias.clone()
-    def encode(self, x):
-        pre = (x - self.b) @ self.W_dec.T
-        return pre * (pre > 1e-4)
-    def decode(self, z): return z @ self.W_dec + self.b
 
 
 class NoisySAE(torch.nn.Module):

@@ -18,9 +18,6 @@ def _has_reference():
 
 needs_reference = pytest.mark.skipif(not _has_reference(), reason='set SYNTHSAE_REFERENCE_PYTHON to a Python with sae_lens')
 
-@pytest.fixture(scope='module')
-def tiny(): return SyntheticModel(preset('tiny'))
-
 def test_save_load_round_trip_is_exact(tiny, tmp_path):
     tiny.save(tmp_path/'w')
     back = SyntheticModel.load(tmp_path/'w')

@@ -3,35 +3,17 @@ import pytest, torch
 from synthsae.evaluation import ClassificationCounts, evaluate
 from synthsae.probes import (absorption, metrics_by_frequency, metrics_by_group, probe_ceiling, probe_f1, splitting,
     train_probe)
+from synthsae.fixtures import ToyModel, OracleSAE
 
 
-class ToyModel:
-    "Orthonormal directions, Bernoulli features; feature 0 is the parent of features 1 and 2"
-    def __init__(self, n_feat=8, d=12, seed=0):
-        g = torch.Generator().manual_seed(seed)
-        self.feature_vectors = torch.linalg.qr(torch.randn(d, n_feat, generator=g))[0].T.contiguous()
-        self.bias, self.hidden_dim, self.num_features = torch.randn(d, generator=g), d, n_feat
-        self.firing_probabilities = torch.linspace(0.4, 0.1, n_feat)
-    def sample_with_features(self, batch_size, generator=None, sparse=False):
-        on = torch.rand(batch_size, self.num_features, generator=generator) < self.firing_probabilities
-        on[:, 1:3] &= on[:, :1]
-        f = on * (1 + 0.2 * torch.randn(batch_size, self.num_features, generator=generator)).abs()
-        return f @ self.feature_vectors + self.bias, (f.to_sparse() if sparse else f)
-
-
-class ExactSAE:
-    def __init__(self, m, absorb=False): self.W_dec, self.b, self.absorb = m.feature_vectors.clone(), m.bias.clone(), absorb
-    def encode(self, x):
-        pre = (x - self.b) @ self.W_dec.T
-        z = pre * (pre > 1e-4)
-        if self.absorb: z[:, 0] *= z[:, 1] <= 0
-        return z
-    def decode(self, z): return z @ self.W_dec + self.b
+def toy_world():
+    "8 orthonormal features in 12 dimensions, the frequent first; feature 0 is the parent of features 1 and 2"
+    return ToyModel(n_feat=8, d=12, p=torch.linspace(0.4, 0.1, 8), children=(1, 2))
 
 
 def test_probe_separable_world_is_near_perfect_and_matches_ceiling_sets():
     "Orthonormal features with magnitudes >= ~0.4 are linearly separable: the probe F1 is close to 1"
-    m = ToyModel()
+    m = toy_world()
     f1 = probe_f1(train_probe(m, num_steps=400, batch_size=256, lr=3e-2), m, num_samples=2048, batch_size=512)
     assert f1.min() > 0.95
     pc = probe_ceiling(f1, k=3, match=torch.tensor([0, 0, 5]))
@@ -39,12 +21,12 @@ def test_probe_separable_world_is_near_perfect_and_matches_ceiling_sets():
 
 
 def test_absorption_gap_exact_for_absorbed_child():
-    m = ToyModel()
+    m = toy_world()
     parents = torch.tensor([-1, 0, 0, -1, -1, -1, -1, -1])
-    r = absorption(ExactSAE(m, absorb=True), m, parents, num_samples=4096, batch_size=1000)
+    r = absorption(OracleSAE(m, absorb=True), m, parents, num_samples=4096, batch_size=1000)
     assert r.child.tolist() == [1, 2] and r.parent.tolist() == [0, 0] and r.latent.tolist() == [0, 0]
     assert r.gap[0].item() == 1. and r.eligible.all() and r.eligible_fraction == 1.
-    assert absorption(ExactSAE(m), m, parents, num_samples=4096).max_gap == 0.
+    assert absorption(OracleSAE(m), m, parents, num_samples=4096).max_gap == 0.
 
 
 def test_frequency_buckets_partition_latents():

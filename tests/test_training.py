@@ -22,9 +22,6 @@ def one_thread():
     yield
     torch.set_num_threads(n)
 
-@pytest.fixture(scope='module')
-def tiny(): return SyntheticModel.from_preset('tiny')
-
 def same_weights(a, b)->bool:
     sa, sb = a.state_dict(), b.state_dict()
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
