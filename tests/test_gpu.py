@@ -66,11 +66,11 @@ def test_check_device_names_the_field():
     assert check_device('cpu') == torch.device('cpu')
     with pytest.raises(ValueError, match="device: 'tpu9'"): check_device('tpu9')
 
-def test_train_until_stops_at_the_deadline():
+def test_train_until_stops_at_the_deadline(tiny):
     import time
     from synthsae.gpu_check import _train_until
     from synthsae.training import TrainConfig
-    model = SyntheticModel.from_preset('tiny')
+    model = tiny
     sae = make_sae('batchtopk', d_in=model.hidden_dim, d_sae=64, k=4, seed=0)
     cfg = TrainConfig(training_samples=256 * 1000, batch_size=256, lr=3e-3)
     out, done, cut = _train_until(sae, model, cfg, 'cpu', time.perf_counter() - 1, every=5)
