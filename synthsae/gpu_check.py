@@ -62,20 +62,23 @@ def gpu_check_config(
 def _sync(dev:torch.device):
     if dev.type == 'cuda': torch.cuda.synchronize(dev)
 
-def _timed(fn, n:int, dev:torch.device)->float:
-    "Seconds per call of `fn()` over `n` calls after one warm-up call"
+def _timed(fn, n:int, dev:torch.device, max_s:float=math.inf)->float:
+    "Seconds per call of `fn()` over `n` calls after one warm-up call, fewer calls once `max_s` seconds have passed"
     fn()
     _sync(dev)
-    t = time.perf_counter()
-    for _ in range(n): fn()
+    t, done = time.perf_counter(), 0
+    while done < n and (done == 0 or time.perf_counter() - t < max_s):
+        fn()
+        done += 1
     _sync(dev)
-    return (time.perf_counter() - t) / n
+    return (time.perf_counter() - t) / done
 
 def sampling_throughput(
     model:SyntheticModel,      # the world, on the device to measure
     batch_size:int,            # samples per batch
     n_batches:int,             # timed batches per strategy
     amp:bool,                  # draw under bf16 autocast (the paper's protocol on CUDA)
+    max_s:float=math.inf,      # seconds per strategy after which fewer batches are timed
 )->dict:                       # {strategy: samples/s}, and 'best'
     "Samples per second of `model.sample` with each sampling strategy on the model's device"
     old, dev, out = model.sampler_config, model.device, {}
@@ -85,7 +88,7 @@ def sampling_throughput(
             gens = iter([model.batch_generator(t, 'misc', 0) for t in range(n_batches + 1)])
             def draw():
                 with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp): model.sample(batch_size, next(gens))
-            out[s] = batch_size / _timed(draw, n_batches, dev)
+            out[s] = batch_size / _timed(draw, n_batches, dev, max_s)
     finally: model.set_sampler_config(old)
     return dict(out, best=max(out, key=out.get))
 
@@ -125,10 +128,15 @@ T3_KEYS = ('mcc', 'f1', 'explained_variance', 'uniqueness')
 
 class _OutOfTime(Exception): pass
 
-def _plan_samples(c:GpuCheckConfig, left_s:float, train_rate:float, eval_s:float)->int:
+def _plan_samples(c:GpuCheckConfig, left_s:float, train_rate:float, data_rate:float, eval_s:float,
+                  input_scale:bool)->int:
     "Training samples that fit in `left_s` after the evaluation, in whole batches, at most the config's"
-    n = int(max(0., left_s - eval_s - 10.) * 0.9 * train_rate) // c.batch_size * c.batch_size
-    return min(c.max_training_samples, n)
+    avail = 0.9 * max(0., left_s - eval_s - 10.)
+    n = avail * train_rate
+    if input_scale:  # the trainer first draws min(n, 1,000 batches) for the input scale, at the data rate
+        n = avail / (1 / train_rate + 1 / data_rate)
+        if n > 1000 * c.batch_size: n = (avail - 1000 * c.batch_size / data_rate) * train_rate
+    return min(c.max_training_samples, int(n) // c.batch_size * c.batch_size)
 
 def _train_until(sae, model, cfg:TrainConfig, dev, deadline:float, every:int)->tuple:
     "Train with `cfg`, stopping cleanly at `deadline`: (exported SAE, samples trained, stopped by the budget)"
@@ -209,24 +217,24 @@ def _phases(rec:dict, c:GpuCheckConfig, dev:torch.device, start:float, deadline:
         rec['phases'][name] = time.perf_counter() - t
         save()
         return v
-    amp = dev.type == 'cuda'
+    amp, cap = dev.type == 'cuda', 0.04 * c.budget_s  # cap: seconds per throughput measurement
     model = phase('world', lambda: SyntheticModel.from_preset(c.model, device=dev))
     new_sae = lambda: ARCHS['batchtopk'](paper_sae_config('batchtopk', model.hidden_dim, c.d_sae, c.k, seed=c.seed,
                                                           device=str(dev)))
     rec['sync_check'] = phase('sync_check', lambda: hot_path_steps(model, new_sae(), c.batch_size, amp=amp))
-    tp = phase('sampling', lambda: sampling_throughput(model, c.batch_size, c.throughput_batches, amp))
+    tp = phase('sampling', lambda: sampling_throughput(model, c.batch_size, c.throughput_batches, amp, cap))
     rec['throughput'] = tp
     rec['auto_strategy'] = resolve_strategy(SamplerConfig(), dev, model.num_features)
     rec['strategy'] = tp['best']
     model.set_sampler_config(replace(model.sampler_config, strategy=tp['best']))
-    tp['sae_step'] = phase('sae_step', lambda: _step_rate(model, new_sae(), c, dev, amp))
+    tp['sae_step'] = phase('sae_step', lambda: _step_rate(model, new_sae(), c, dev, amp, cap))
     pilot = min(c.eval_samples, 16 * c.batch_size)
     # the evaluation's cost barely depends on the weights: time a short one of an untrained SAE
     phase('eval_pilot', lambda: evaluate(new_sae().eval(), model, num_samples=pilot, batch_size=c.batch_size, seed=1))
     eval_s = rec['phases']['eval_pilot'] * c.eval_samples / pilot
     train_rate = 1 / (1 / tp[tp['best']] + 1 / tp['sae_step'])
-    norm_s = 1000 * c.batch_size / tp[tp['best']]  # the trainer's input-scale estimate: up to 1,000 batches of data
-    n = _plan_samples(c, deadline - time.perf_counter() - norm_s, train_rate, eval_s)
+    scaled = new_sae().cfg.normalize_activations != 'none'
+    n = _plan_samples(c, deadline - time.perf_counter(), train_rate, tp[tp['best']], eval_s, scaled)
     if n < c.batch_size: raise _OutOfTime('no time left to train')
     rec['results'] = dict(planned_samples=n, eval_estimate_s=eval_s)
     cfg = TrainConfig(training_samples=n, batch_size=c.batch_size, lr=c.lr, seed=c.seed, log_every=10 ** 9)
@@ -246,8 +254,8 @@ def _phases(rec:dict, c:GpuCheckConfig, dev:torch.device, start:float, deadline:
     res = phase('eval', lambda: evaluate(sae, model, num_samples=n_eval, batch_size=c.batch_size, seed=0))
     rec['eval'] = dict(res.to_dict(), **{k: getattr(res, k) for k in ('f1', 'sae_l0', 'dead_latents', 'eval_samples')})
 
-def _step_rate(model:SyntheticModel, sae, c:GpuCheckConfig, dev:torch.device, amp:bool)->float:
+def _step_rate(model:SyntheticModel, sae, c:GpuCheckConfig, dev:torch.device, amp:bool, max_s:float)->float:
     "Samples per second of one SAE step (on one fixed batch, so the data is not timed)"
     x = model.sample(c.batch_size, model.batch_generator(0, 'misc', 2)).float()
     m, t = _Member(sae, c.lr, None, 1., dev), iter(range(c.throughput_batches + 1))
-    return c.batch_size / _timed(lambda: sae_step(m, x, next(t), c.lr, amp=amp), c.throughput_batches, dev)
+    return c.batch_size / _timed(lambda: sae_step(m, x, next(t), c.lr, amp=amp), c.throughput_batches, dev, max_s)
