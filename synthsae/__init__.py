@@ -38,7 +38,7 @@ from .runs import train_many, EvalConfig, RunConfig, run
 from .formats import read_sae
 
 def __getattr__(name:str):
-    "`synthsae.benchmark_card`, imported on first use (it brings matplotlib and pandas, which `import synthsae` does not)"
+    "`synthsae.benchmark_card`, imported on first use (it brings matplotlib and pandas, which `import synthsae` avoids)"
     if name == 'benchmark_card':
         from synthsae.card import benchmark_card
         return benchmark_card

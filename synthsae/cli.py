@@ -47,7 +47,8 @@ def worlds(
         t = time.perf_counter()
         model = SyntheticModel.from_preset(name, device=device, progress=True)
         build_s = time.perf_counter() - t
-        st = world_statistics(model, num_samples, top_k=4096 if model.num_features == 16384 else None, seed=seed, rho=True)
+        top_k = 4096 if model.num_features == 16384 else None
+        st = world_statistics(model, num_samples, top_k=top_k, seed=seed, rho=True)
         summary[name] = _write_world_report(out/name, name, model, st, build_s)
     write_json(out/'summary.json', summary)
     return summary
@@ -59,7 +60,8 @@ def _write_world_report(folder:Path, name:str, model:SyntheticModel, st:WorldSta
     write_json(folder/'config.json', model.cfg.to_dict())
     d = dict(preset=name, config_hash=config_hash(model.cfg), build_or_load_s=build_s, **flat_stats(st))
     write_json(folder/'stats.json', d)
-    (folder/'stats.md').write_text(f'# {name}: realised statistics ({st.num_samples:,} samples)\n\n{stats_table(st, ref)}\n')
+    title = f'# {name}: realised statistics ({st.num_samples:,} samples)'
+    (folder/'stats.md').write_text(f'{title}\n\n{stats_table(st, ref)}\n')
     fig = plot_world_stats(st, f'{name} world ({st.num_samples:,} samples)')
     for ext in ('png', 'svg'): fig.savefig(folder/f'stats.{ext}')
     return d
@@ -133,9 +135,11 @@ def eval(
     from synthsae.evaluation import evaluate_modes
     if sae is None or model is None: raise ValueError("sae and model are required: --sae DIR --model PRESET_OR_DIR")
     if not Path(sae).is_dir(): raise FileNotFoundError(f"sae: no such folder {sae!r}")
-    if model not in PRESETS and not Path(model).is_dir(): raise ValueError(f"model must be one of {sorted(PRESETS)} or a saved-world folder, got {model!r}")
+    if model not in PRESETS and not Path(model).is_dir():
+        raise ValueError(f"model must be one of {sorted(PRESETS)} or a saved-world folder, got {model!r}")
     s, m = load_sae(sae, device), load_model(model, device=device)
-    summary = _eval_summary(evaluate_modes(s, m, num_samples=num_samples, batch_size=batch_size, seed=seed, device=device))
+    evals = evaluate_modes(s, m, num_samples=num_samples, batch_size=batch_size, seed=seed, device=device)
+    summary = _eval_summary(evals)
     if out is not None: write_json(out, summary)
     print(json.dumps(summary, indent=2))
     return summary
@@ -152,9 +156,11 @@ def docs(
     root = Path(synthsae.__file__).resolve().parent.parent
     script = root/'tools'/'docs.py'
     if not script.is_file():
-        raise FileNotFoundError(f"docs: building the site needs a source checkout (tools/docs.py beside the package), but {root} "
-                                "has none; clone the repository, run `make install` there, then `make docs`")
-    args = ['--out', str(Path(out).resolve()), '--execute', str(execute), '--timeout', str(timeout), '--engine', engine, '--readme', str(readme)]
+        raise FileNotFoundError("docs: building the site needs a source checkout (tools/docs.py beside the package), "
+                                f"but {root} has none; clone the repository, run `make install` there, "
+                                "then `make docs`")
+    args = ['--out', str(Path(out).resolve()), '--execute', str(execute), '--timeout', str(timeout),
+            '--engine', engine, '--readme', str(readme)]
     r = subprocess.run([sys.executable, str(script), *args], cwd=root)
     if r.returncode: raise SystemExit(r.returncode)
     return 0
@@ -172,7 +178,8 @@ def main(argv:list[str]|None=None):
     "Entry point of the `synthsae` console command"
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ('-h', '--help') or argv[0] not in COMMANDS:
-        print(f"usage: synthsae <command> [options]\ncommands: {', '.join(COMMANDS)}\n'synthsae <command> --help' for options")
+        print("usage: synthsae <command> [options]\n"
+              f"commands: {', '.join(COMMANDS)}\n'synthsae <command> --help' for options")
         return 0 if argv and argv[0] in ('-h', '--help') else 2
     f = COMMANDS[argv[0]]
     args = anno_parser(f, prog=f'synthsae {argv[0]}').parse_args([_underscored(a) for a in argv[1:]])
@@ -206,8 +213,8 @@ def card(
         raise ValueError("sae and model are required: --sae DIR [--sae DIR …] --model PRESET_OR_DIR")
     if model not in PRESETS and not Path(model).is_dir():
         raise ValueError(f"model must be one of {sorted(PRESETS)} or a saved-world folder, got {model!r}")
-    c = benchmark_card(sae, model, out=out, names=name, format=format, num_samples=num_samples,
-                       batch_size=batch_size, seed=seed, probe_steps=probe_steps, with_breakdown=breakdown, device=device)
+    c = benchmark_card(sae, model, out=out, names=name, format=format, num_samples=num_samples, batch_size=batch_size,
+                       seed=seed, probe_steps=probe_steps, with_breakdown=breakdown, device=device)
     for e in c.entries:
         h = e.headline
         print(f"{e.name}: L0 {h.sae_l0:.2f}, EV {h.explained_variance:.3f}, MCC {h.mcc:.3f}, F1 {h.f1:.3f}")

@@ -22,7 +22,8 @@ __all__ = ['STREAMS', 'DTYPES', 'resolve_seed', 'splitmix64', 'stream_seed', 'ma
 def resolve_seed(seed:int|None)->int:
     "`seed` itself, or a fresh 63-bit integer from the OS when it is None"
     if seed is None: return secrets.randbits(63)
-    if isinstance(seed, bool) or not isinstance(seed, int): raise TypeError(f"seed must be an int or None, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int or None, got {seed!r}")
     return seed
 
 # %% ../nbs/00_core.ipynb #d382682b
@@ -102,7 +103,8 @@ def unit_rows(W:Tensor, eps:float=1e-8)->Tensor:
 
 def cos_sim(A:Tensor, B:Tensor, eps:float=1e-8)->Tensor:
     "Cosine similarity between every row of `A` (n_a, d) and every row of `B` (n_b, d): (n_a, n_b)"
-    if A.shape[-1] != B.shape[-1]: raise ValueError(f"row dimensions differ: A is {tuple(A.shape)}, B is {tuple(B.shape)}")
+    if A.shape[-1] != B.shape[-1]:
+        raise ValueError(f"row dimensions differ: A is {tuple(A.shape)}, B is {tuple(B.shape)}")
     return unit_rows(A.float(), eps) @ unit_rows(B.float(), eps).T
 
 # %% ../nbs/00_core.ipynb #b8c91099
@@ -181,7 +183,9 @@ def atomic_directory(path:str|Path):
         raise
 
 def _umask()->int:
-    old = os.umask(0); os.umask(old); return old
+    old = os.umask(0)
+    os.umask(old)
+    return old
 
 @contextmanager
 def atomic_file(path:str|Path, mode:str='w'):

@@ -32,16 +32,19 @@ def generate_random_low_rank_correlation_matrix(
     seed:int|None=None,          # CPU generator seed; None = fresh entropy
 )->LowRankCorrelation:
     "F = s·randn(N, r) with rows capped at ‖F_i‖² = 0.99, and δ = 1 − ‖F_i‖²"
-    if isinstance(rank, bool) or not isinstance(rank, int) or rank <= 0: raise ValueError(f"rank must be > 0 (an int), got {rank!r}")
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank <= 0:
+        raise ValueError(f"rank must be > 0 (an int), got {rank!r}")
     check_range('correlation_scale', correlation_scale, lo=0)
     F = torch.randn(num_features, rank, generator=make_generator(resolve_seed(seed))) * correlation_scale
     q = F.pow(2).sum(1)
     capped = q > 1 - _MIN_DIAG
     if capped.any():
         F[capped] *= ((1 - _MIN_DIAG) / q[capped]).sqrt()[:, None]
-        warnings.warn(f"{int(capped.sum())} of {num_features} rows of the correlation factor had ‖F_i‖² > {1-_MIN_DIAG} "
-                      f"and were rescaled to it (δ_i = {_MIN_DIAG}); E‖F_i‖² = rank·scale² = {rank*correlation_scale**2:.3g}, "
-                      f"so reduce the rank or the correlation_scale", stacklevel=2)
+        expected = rank * correlation_scale**2
+        warnings.warn(f"{int(capped.sum())} of {num_features} rows of the correlation factor had "
+                      f"‖F_i‖² > {1-_MIN_DIAG} and were rescaled to it (δ_i = {_MIN_DIAG}); "
+                      f"E‖F_i‖² = rank·scale² = {expected:.3g}, so reduce the rank or the correlation_scale",
+                      stacklevel=2)
     return LowRankCorrelation(F, 1 - F.pow(2).sum(1))
 
 # %% ../nbs/03_correlation.ipynb #b3e96bcd
@@ -73,7 +76,8 @@ def validate_low_rank_correlation(
 ):
     "Raise `ValueError` unless F is (N, r), δ is (N,) and every δ_i > 0"
     if correlation_factor.ndim != 2 or correlation_factor.shape[0] != num_features:
-        raise ValueError(f"correlation_factor must have shape (num_features={num_features}, rank), got {tuple(correlation_factor.shape)}")
+        raise ValueError(f"correlation_factor must have shape (num_features={num_features}, rank), "
+                         f"got {tuple(correlation_factor.shape)}")
     if tuple(correlation_diag.shape) != (num_features,):
         raise ValueError(f"correlation_diag must have shape ({num_features},), got {tuple(correlation_diag.shape)}")
     if not bool((correlation_diag > 0).all()):
@@ -165,7 +169,8 @@ def generate_random_correlation_matrix(
     vals = _random_pair_correlations(iu.shape[1], positive_ratio, uncorrelated_ratio, min_correlation_strength,
                                      max_correlation_strength, make_generator(resolve_seed(seed)))
     C = torch.eye(num_features, dtype=torch.float64)
-    C[iu[0], iu[1]] = vals; C[iu[1], iu[0]] = vals
+    C[iu[0], iu[1]] = vals
+    C[iu[1], iu[0]] = vals
     if torch.linalg.eigvalsh(C).min() < -1e-6: C = _repair_correlation_matrix(C)
     return C.float()
 
@@ -174,13 +179,18 @@ def dense_correlation_factor(
     C:Tensor,  # correlation matrix, (N, N), symmetric, unit diagonal, positive definite
 )->Tensor:     # L, (N, N) lower triangular, C's dtype and device
     "Cholesky factor of a correlation matrix, computed in float64 and checked"
-    if C.ndim != 2 or C.shape[0] != C.shape[1]: raise ValueError(f"correlation matrix must be square, got shape {tuple(C.shape)}")
+    if C.ndim != 2 or C.shape[0] != C.shape[1]:
+        raise ValueError(f"correlation matrix must be square, got shape {tuple(C.shape)}")
     C64 = C.double()
-    if not torch.allclose(C64.diagonal(), torch.ones_like(C64.diagonal()), atol=1e-5):
-        raise ValueError(f"correlation matrix must have unit diagonal; diagonal ranges over [{C64.diagonal().min().item():.4g}, {C64.diagonal().max().item():.4g}]")
+    diag = C64.diagonal()
+    if not torch.allclose(diag, torch.ones_like(diag), atol=1e-5):
+        raise ValueError(f"correlation matrix must have unit diagonal; diagonal ranges over "
+                         f"[{diag.min().item():.4g}, {diag.max().item():.4g}]")
     if not torch.allclose(C64, C64.T, atol=1e-6): raise ValueError("correlation matrix must be symmetric")
     L, info = torch.linalg.cholesky_ex(C64)
-    if info.item() > 0: raise ValueError(f"correlation matrix is not positive definite (Cholesky failed at leading minor {info.item()})")
+    if info.item() > 0:
+        raise ValueError(f"correlation matrix is not positive definite "
+                         f"(Cholesky failed at leading minor {info.item()})")
     return L.to(C.dtype)
 
 def sample_dense_gaussians(

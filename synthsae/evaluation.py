@@ -28,7 +28,8 @@ def _top_candidates(A:Tensor, B:Tensor, m:int, block_size:int):
     A, B, vs, ix = unit_rows(A.float()), unit_rows(B.float()), [], []  # normalised once: cos_sim without re-norming B
     for s in range(0, len(A), block_size):
         v, i = (A[s:s+block_size] @ B.T).abs_().topk(m+1, dim=1)  # (blk, m+1), sorted descending
-        vs.append(v); ix.append(i)
+        vs.append(v)
+        ix.append(i)
     return torch.cat(vs).double().cpu().numpy(), torch.cat(ix).cpu().numpy()
 
 def _sparse_assignment(vals:np.ndarray, idx:np.ndarray, m:int, n_b:int):
@@ -38,7 +39,8 @@ def _sparse_assignment(vals:np.ndarray, idx:np.ndarray, m:int, n_b:int):
     G = sp.csr_matrix((cost.ravel(), idx[:, :m].ravel(), np.arange(0, n_a*m+1, m)), shape=(n_a, n_b))
     try: rows, cols = min_weight_full_bipartite_matching(G)
     except ValueError: return None
-    out = np.empty(n_a, dtype=np.int64); out[rows] = cols
+    out = np.empty(n_a, dtype=np.int64)
+    out[rows] = cols
     return out
 
 # %% ../nbs/30_evaluation.ipynb #75aec53d
@@ -48,11 +50,13 @@ def _shortest_potentials(vals, idx, m, cols, n_b):
     on = C == cols[:, None]                        # (n_a, m): the matched edge of each row
     if not (on.sum(1) == 1).all(): return None     # a matched pair outside the graph: nothing to prove
     s = S[on]                                      # (n_a,) matched |cos|, in row order
-    v = np.zeros(n_b); v[cols] = s - t             # source arcs; unmatched columns stay at 0
+    v = np.zeros(n_b)
+    v[cols] = s - t             # source arcs; unmatched columns stay at 0
     src, w = C[~on], (s[:, None] - S)[~on]         # arcs c -> σ(i) with weight S_iσ(i) - S_ic
     dst = np.broadcast_to(cols[:, None], C.shape)[~on]
     for _ in range(n_b + 1):
-        new = v.copy(); np.minimum.at(new, dst, v[src] + w)
+        new = v.copy()
+        np.minimum.at(new, dst, v[src] + w)
         if np.array_equal(new, v): return v
         v = new
     return None
@@ -64,7 +68,8 @@ def _dual_certificate(vals, idx, m, cols, n_b, tol:float=1e-9):
     rows = np.arange(len(vals))
     s = vals[rows, (idx[:, :m] == cols[:, None]).argmax(1)]
     u = s - v[cols]
-    unmatched = np.ones(n_b, bool); unmatched[cols] = False
+    unmatched = np.ones(n_b, bool)
+    unmatched[cols] = False
     ok = (v.min() >= -tol and (u[:, None] + v[idx[:, :m]] >= vals[:, :m] - tol).all()
           and (u >= vals[:, m] - tol).all() and (np.abs(v[unmatched]) <= tol).all())
     return (u, v) if ok else None
@@ -93,7 +98,8 @@ def optimal_matching(
     block_size:int=512,    # rows of |cos| computed at once
 )->Matching:
     "Exact max-|cos| one-to-one matching over min(n_a, n_b) pairs, proved optimal by an LP dual certificate"
-    if A.shape[-1] != B.shape[-1]: raise ValueError(f"row dimensions differ: A is {tuple(A.shape)}, B is {tuple(B.shape)}")
+    if A.shape[-1] != B.shape[-1]:
+        raise ValueError(f"row dimensions differ: A is {tuple(A.shape)}, B is {tuple(B.shape)}")
     if len(A) > len(B):
         r, c, s, how = optimal_matching(B, A, top_m, max_top_m, block_size)
         o = c.argsort()
@@ -184,7 +190,8 @@ class ClassificationCounts:
     def __init__(self,
                  match:Tensor):  # (L,) int64 g(j): the feature each latent is scored against
         self.match = match
-        self.tp, self.pos, self.lab = (torch.zeros(len(match), dtype=torch.int64, device=match.device) for _ in range(3))
+        n_lat, dev = len(match), match.device
+        self.tp, self.pos, self.lab = (torch.zeros(n_lat, dtype=torch.int64, device=dev) for _ in range(3))
         self.n = 0
 
     def update(self,
@@ -193,7 +200,10 @@ class ClassificationCounts:
         "Add one batch"
         if acts.is_sparse: return self._update_pairs(z, acts)
         pos, lab = z > 0, fired(acts)[:, self.match]  # (bs, L) each
-        self.tp += (pos & lab).sum(0); self.pos += pos.sum(0); self.lab += lab.sum(0); self.n += len(z)
+        self.tp += (pos & lab).sum(0)
+        self.pos += pos.sum(0)
+        self.lab += lab.sum(0)
+        self.n += len(z)
         return self
 
     def _update_pairs(self, z:Tensor, acts:Tensor):
@@ -229,7 +239,8 @@ def per_latent(self:ClassificationCounts)->dict[str, Tensor]:
 def compute(self:ClassificationCounts)->ClassificationMetrics:
     "Means over all L latents (0. for every field when L = 0)"
     d = self.per_latent()
-    return ClassificationMetrics(*(d[k].mean().item() if len(self.match) else 0. for k in ClassificationMetrics._fields))
+    means = (d[k].mean().item() if len(self.match) else 0. for k in ClassificationMetrics._fields)
+    return ClassificationMetrics(*means)
 
 # %% ../nbs/30_evaluation.ipynb #0025a4ee
 def classification_metrics(
@@ -270,14 +281,19 @@ class ReconstructionStats:
     def update(self, x:Tensor, x_hat:Tensor):  # (bs, D) inputs incl. bias, (bs, D) reconstructions
         "Add one batch"
         x, x_hat = x.double(), x_hat.double()
-        self.sse += (x - x_hat).square().sum(); self.sum_sq += x.square().sum(); self.sum_x += x.sum(0)
-        nx = x.norm(dim=1); ok = nx > self.min_norm
-        self.ratio_sum += (x_hat.norm(dim=1)[ok] / nx[ok]).sum(); self.ratio_n += ok.sum()
+        self.sse += (x - x_hat).square().sum()
+        self.sum_sq += x.square().sum()
+        self.sum_x += x.sum(0)
+        nx = x.norm(dim=1)
+        ok = nx > self.min_norm
+        self.ratio_sum += (x_hat.norm(dim=1)[ok] / nx[ok]).sum()
+        self.ratio_n += ok.sum()
         self.n += len(x)
         return self
 
     @property
-    def explained_variance(self)->float: return explained_variance_from_sums(self.sse.item(), self.sum_sq.item(), self.sum_x, self.n)
+    def explained_variance(self)->float:
+        return explained_variance_from_sums(self.sse.item(), self.sum_sq.item(), self.sum_x, self.n)
     @property
     def shrinkage(self)->float: return (self.ratio_sum / self.ratio_n).item() if self.ratio_n > 0 else 0.
 
@@ -292,8 +308,10 @@ class SparsityStats:
     def update(self, z:Tensor, acts:Tensor):  # (bs, L) latents; (bs, N) feature activations, dense or sparse
         "Add one batch"
         pos = z > 0
-        self.sae_active += pos.sum(); self.fired_ever |= pos.any(0)
-        self.true_active += num_fired(acts); self.n += len(z)
+        self.sae_active += pos.sum()
+        self.fired_ever |= pos.any(0)
+        self.true_active += num_fired(acts)
+        self.n += len(z)
         return self
 
     @property
@@ -315,7 +333,9 @@ class MetricAccumulator:
 
     def update(self, x:Tensor, x_hat:Tensor, z:Tensor, acts:Tensor):  # (bs, D), (bs, D), (bs, L), (bs, N)
         "Add one batch"
-        self.recon.update(x, x_hat); self.sparsity.update(z, acts); self.classification.update(z, acts)
+        self.recon.update(x, x_hat)
+        self.sparsity.update(z, acts)
+        self.classification.update(z, acts)
         return self
 
 # %% ../nbs/30_evaluation.ipynb #52934cf7
@@ -385,7 +405,8 @@ def as_scorable(
     "Wrap `sae` for `evaluate`, giving its decoder as rows (L, D); a (D, L) decoder is transposed"
     if isinstance(sae, ScorableSAE): sae = sae.sae
     names = [decoder] if decoder else [n for n in ('W_dec', 'decoder.weight') if _has_path(sae, n)]
-    if not names: raise ValueError(f"{type(sae).__name__} has no decoder attribute 'W_dec' or 'decoder.weight'; pass decoder=")
+    if not names:
+        raise ValueError(f"{type(sae).__name__} has no decoder attribute 'W_dec' or 'decoder.weight'; pass decoder=")
     W = _attr_path(sae, names[0]).detach()
     d = hidden_dim or getattr(getattr(sae, 'cfg', None), 'd_in', None) or getattr(sae, 'd_in', None)
     if d is None or W.shape[-1] == d: W_rows = W
@@ -394,7 +415,9 @@ def as_scorable(
     return ScorableSAE(sae, W_rows)
 
 def _has_path(o, path:str)->bool:
-    try: _attr_path(o, path); return True
+    try:
+        _attr_path(o, path)
+        return True
     except AttributeError: return False
 
 # %% ../nbs/30_evaluation.ipynb #94d8ab81
@@ -402,15 +425,16 @@ def _resolve_modes(sae:ScorableSAE, eval_mode:str|None)->list:
     "The eval modes to score: the requested one (checked), else the SAE's first mode, else [None]"
     modes = sae.eval_modes
     if not modes:
-        if eval_mode is not None: raise ValueError(f"eval_mode={eval_mode!r} given, but {type(sae.sae).__name__} has no eval_modes")
+        if eval_mode is not None:
+            raise ValueError(f"eval_mode={eval_mode!r} given, but {type(sae.sae).__name__} has no eval_modes")
         return [None]
     return [modes[0] if eval_mode is None else check_choice('eval_mode', eval_mode, modes)]
 
 def _check_decoder(W_dec:Tensor, model):
     "Raise naming both shapes unless the decoder rows have the model's hidden dimension"
     if W_dec.ndim != 2 or W_dec.shape[1] != model.hidden_dim:
-        raise ValueError(f"W_dec of shape {tuple(W_dec.shape)} does not match the model's hidden_dim={model.hidden_dim} "
-                         f"(feature_vectors {tuple(model.feature_vectors.shape)})")
+        raise ValueError(f"W_dec of shape {tuple(W_dec.shape)} does not match the model's "
+                         f"hidden_dim={model.hidden_dim} (feature_vectors {tuple(model.feature_vectors.shape)})")
 
 def _check_latents(z:Tensor, W_dec:Tensor):
     if z.ndim != 2 or z.shape[1] != W_dec.shape[0]:
@@ -444,15 +468,19 @@ def _evaluate(sae, model, modes:list, num_samples:int, batch_size:int, seed:int,
     match = best_match(W_dec, W)[0]
     accs = {m: MetricAccumulator(match, W.shape[1]) for m in modes}
     sizes = _batch_sizes(num_samples, batch_size)
-    if progress: from tqdm.auto import tqdm; sizes = tqdm(sizes, desc='evaluate')
+    if progress:
+        from tqdm.auto import tqdm
+        sizes = tqdm(sizes, desc='evaluate')
     with _inference(sae.sae):
         for t, bs in enumerate(sizes):
             x, acts = _eval_batch(model, bs, seed, t, device, sparse)
             for m, acc in accs.items():
-                z = sae.encode(x, mode=m).float(); _check_latents(z, W_dec)
+                z = sae.encode(x, mode=m).float()
+                _check_latents(z, W_dec)
                 acc.update(x, sae.decode(z).float(), z, acts)
     mt = optimal_matching(W_dec, W)
-    shared = dict(mcc=mt.scores.mean().item() if len(mt.scores) else 0., uniqueness=match.unique().numel() / max(len(match), 1),
+    shared = dict(mcc=mt.scores.mean().item() if len(mt.scores) else 0.,
+                  uniqueness=match.unique().numel() / max(len(match), 1),
                   eval_batch_size=batch_size, eval_samples=num_samples, d_sae=len(W_dec), matching=mt.method)
     return {m: _result(acc, eval_mode=m, **shared) for m, acc in accs.items()}
 
@@ -475,8 +503,10 @@ def evaluate(
     sparse:bool=True,           # ask the model for sparse COO feature activations
 )->EvalResult:
     "Score an SAE against the model's true features on a fixed evaluation stream, in constant memory"
-    check_range('num_samples', num_samples, lo=1); check_range('batch_size', batch_size, lo=1)
-    sae = as_scorable(sae, model.hidden_dim); _check_decoder(sae.W_dec, model)
+    check_range('num_samples', num_samples, lo=1)
+    check_range('batch_size', batch_size, lo=1)
+    sae = as_scorable(sae, model.hidden_dim)
+    _check_decoder(sae.W_dec, model)
     modes = _resolve_modes(sae, eval_mode)
     dev = torch.device(device) if device is not None else sae.W_dec.device
     return _evaluate(sae, model, modes, num_samples, batch_size, seed, dev, progress, sparse)[modes[0]]
@@ -490,8 +520,10 @@ def evaluate_modes(
     "Score an SAE in every mode it supports, on one pass over the data: {mode: EvalResult}; key 'default' if none"
     if 'eval_mode' in kwargs: raise ValueError("evaluate_modes scores every mode; call evaluate for one eval_mode")
     kw = dict(num_samples=100_000, batch_size=1024, seed=0, device=None, progress=False, sparse=True) | kwargs
-    check_range('num_samples', kw['num_samples'], lo=1); check_range('batch_size', kw['batch_size'], lo=1)
-    sae = as_scorable(sae, model.hidden_dim); _check_decoder(sae.W_dec, model)
+    check_range('num_samples', kw['num_samples'], lo=1)
+    check_range('batch_size', kw['batch_size'], lo=1)
+    sae = as_scorable(sae, model.hidden_dim)
+    _check_decoder(sae.W_dec, model)
     modes, device = list(sae.eval_modes) or [None], kw.pop('device')
     res = _evaluate(sae, model, modes, device=sae.W_dec.device if device is None else torch.device(device), **kw)
     return {('default' if m is None else m): r for m, r in res.items()}

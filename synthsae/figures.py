@@ -60,7 +60,8 @@ def as_frame(
 )->pd.DataFrame:
     "A DataFrame from a frame or a dict of columns, naming the columns when their lengths differ"
     if isinstance(data, pd.DataFrame): return data.copy()
-    if not isinstance(data, Mapping): raise ValueError(f"{what} must be a DataFrame or a dict of columns, got {type(data).__name__}")
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{what} must be a DataFrame or a dict of columns, got {type(data).__name__}")
     cols = {k: (v.detach().cpu().numpy() if isinstance(v, Tensor) else np.asarray(v)) for k, v in data.items()}
     lens = {k: len(v) if v.ndim else 1 for k, v in cols.items()}
     if len(set(lens.values())) > 1: raise ValueError(f"{what} columns have different lengths: {lens}")
@@ -85,13 +86,15 @@ def save_figure(
     dpi:int=100,     # PNG resolution
 )->dict[str, Path]:  # {'png': …, 'svg': …, 'csv': …}
     "Write `name`.png and `name`.svg of `fig` and `name`.csv of `data` into `out_dir`, each atomically"
-    if not re.fullmatch(r'[\w.\-]+', name): raise ValueError(f"name must be a file stem of letters, digits, '_', '-' or '.', got {name!r}")
+    if not re.fullmatch(r'[\w.\-]+', name):
+        raise ValueError(f"name must be a file stem of letters, digits, '_', '-' or '.', got {name!r}")
     df, out = as_frame(data), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {ext: out/f'{name}.{ext}' for ext in ('png', 'svg', 'csv')}
     with mpl.rc_context({'svg.hashsalt': name}):
         for ext, meta in (('png', {'Software': None}), ('svg', {'Date': None})):
-            with atomic_file(paths[ext], 'wb') as f: fig.savefig(f, format=ext, dpi=dpi, bbox_inches='tight', metadata=meta)
+            with atomic_file(paths[ext], 'wb') as f:
+                fig.savefig(f, format=ext, dpi=dpi, bbox_inches='tight', metadata=meta)
     with atomic_file(paths['csv']) as f: df.to_csv(f, index=False)
     return paths
 
@@ -108,20 +111,27 @@ def similarity_data(
     latents:Sequence[int]|Tensor|None=None,  # latents to show (each must be matched; L > N leaves some unmatched)
 )->pd.DataFrame:                         # row, col, latent, feature, abs_cos, matched: one row per cell
     "The |cos| block of matched latents × their features, both ordered by matched feature index"
-    _check_dictionaries(W_dec, W); check_range('num_latents', num_latents, lo=1)
+    _check_dictionaries(W_dec, W)
+    check_range('num_latents', num_latents, lo=1)
     W_dec, W = W_dec.detach().float().cpu(), W.detach().float().cpu()
     mt = optimal_matching(W_dec, W)
-    feat = torch.full((len(W_dec),), -1, dtype=torch.int64); feat[mt.rows] = mt.cols
+    feat = torch.full((len(W_dec),), -1, dtype=torch.int64)
+    feat[mt.rows] = mt.cols
     if latents is None: lat = mt.rows[mt.cols.argsort()][:num_latents]
     else:
         lat = torch.as_tensor(latents, dtype=torch.int64).flatten()
-        if len(lat) == 0 or lat.min() < 0 or lat.max() >= len(W_dec): raise ValueError(f"latents must be non-empty indices in [0, {len(W_dec)}), got {lat.tolist()}")
-        if (feat[lat] < 0).any(): raise ValueError(f"latents {lat[feat[lat] < 0].tolist()} have no partner in the optimal matching (L={len(W_dec)} > N={len(W)})")
+        if len(lat) == 0 or lat.min() < 0 or lat.max() >= len(W_dec):
+            raise ValueError(f"latents must be non-empty indices in [0, {len(W_dec)}), got {lat.tolist()}")
+        if (feat[lat] < 0).any():
+            unmatched = lat[feat[lat] < 0].tolist()
+            raise ValueError(f"latents {unmatched} have no partner in the optimal matching "
+                             f"(L={len(W_dec)} > N={len(W)})")
         lat = lat[feat[lat].argsort()]
     f, n = feat[lat], len(lat)
     S = cos_sim(W_dec[lat], W[f]).abs()  # (n, n): latent × matched feature
     r, c = np.divmod(np.arange(n * n), n)
-    return pd.DataFrame(dict(row=r, col=c, latent=lat.numpy()[r], feature=f.numpy()[c], abs_cos=S.numpy().ravel(), matched=r == c))
+    return pd.DataFrame(dict(row=r, col=c, latent=lat.numpy()[r], feature=f.numpy()[c], abs_cos=S.numpy().ravel(),
+                             matched=r == c))
 
 # %% ../nbs/40_figures.ipynb #0b14bfd2
 def similarity_heatmap(
@@ -140,9 +150,13 @@ def similarity_heatmap(
     fig, ax = plt.subplots(figsize=(5.2, 4.2), dpi=90)
     sns.heatmap(M, ax=ax, vmin=0, vmax=1, cmap='viridis', square=True, cbar_kws=dict(label='|cos|'))
     ax.set(xlabel='true feature (matched)', ylabel='latent')
-    ax.tick_params(labelsize=7); ax.tick_params(axis='y', rotation=0)
-    ax.set_title(title or f'Decoder vs true features, ordered by the optimal matching\n(diagonal mean |cos| {d.abs_cos[d.matched].mean():.3f})', fontsize=9)
-    fig.tight_layout(); plt.close(fig)
+    ax.tick_params(labelsize=7)
+    ax.tick_params(axis='y', rotation=0)
+    diag = d.abs_cos[d.matched].mean()
+    default = f'Decoder vs true features, ordered by the optimal matching\n(diagonal mean |cos| {diag:.3f})'
+    ax.set_title(title or default, fontsize=9)
+    fig.tight_layout()
+    plt.close(fig)
     if out_dir is not None: save_figure(fig, d, out_dir, name)
     return fig
 
@@ -180,8 +194,9 @@ def sweep_summary(
     check_choice('band', band, BANDS)
     df = results_table(results, ['arch', group, x, *metrics])
     modes = df.groupby('arch').eval_mode.nunique() if 'eval_mode' in df else pd.Series(dtype=int)
-    if (modes > 1).any(): raise ValueError(f"results mix eval modes for arch {modes[modes > 1].index.tolist()}; keep one "
-                                           "eval_mode per arch (filter them, or name the arch e.g. 'batchtopk/threshold')")
+    if (modes > 1).any():
+        raise ValueError(f"results mix eval modes for arch {modes[modes > 1].index.tolist()}; keep one eval_mode "
+                         "per arch (filter them, or name the arch e.g. 'batchtopk/threshold')")
     parts = []
     for m in metrics:
         s = df.groupby(['arch', group], sort=True).agg(x=(x, 'mean'), mean=(m, 'mean'), sd=(m, 'std'), min=(m, 'min'),
@@ -201,8 +216,10 @@ def _sweep_panel(ax, s:pd.DataFrame, metric:str, xlabel:str):
         d, r = s[(s.arch == a) & ~ref].sort_values('x'), s[(s.arch == a) & ref].sort_values('x')
         ax.fill_between(d.x, d.lo, d.hi, color=st['color'], alpha=0.2, lw=0)
         ax.plot(d.x, d['mean'], color=st['color'], marker=st['marker'], label=st['label'], ms=4, lw=1.2)
-        ax.plot(r.x, r['mean'], color=st['color'], marker=st['marker'], mfc='none', ls='--', lw=0.8, ms=4, label='_reference')
-    ax.set(xlabel=xlabel, ylabel=METRIC_LABELS.get(metric, metric)); ax.grid(alpha=0.3)
+        ax.plot(r.x, r['mean'], color=st['color'], marker=st['marker'], mfc='none', ls='--', lw=0.8, ms=4,
+                label='_reference')
+    ax.set(xlabel=xlabel, ylabel=METRIC_LABELS.get(metric, metric))
+    ax.grid(alpha=0.3)
 
 def _with_reference(
     summary:pd.DataFrame,       # ours, from `sweep_summary`
@@ -216,7 +233,8 @@ def _with_reference(
     if reference is None: return ours
     t = results_table(reference, ['arch', group])
     ms = [m for m in metrics if m in t.columns]
-    if not ms: raise ValueError(f"reference has none of the metrics {list(metrics)}; it has {[str(c) for c in t.columns]}")
+    if not ms:
+        raise ValueError(f"reference has none of the metrics {list(metrics)}; it has {[str(c) for c in t.columns]}")
     ref = sweep_summary(t, ms, group, x if x in t.columns else group, 'none').assign(source='reference')
     return pd.concat([ours, ref], ignore_index=True)
 
@@ -240,7 +258,9 @@ def sweep_panels(
         h, l = h + [Line2D([], [], color='k', ls='--', lw=0.8, marker='o', mfc='none', ms=4)], l + ['reference']
     if len(metrics) < len(axes): axes[len(metrics)].legend(h, l, loc='center', frameon=False)
     else: fig.legend(h, l, loc='lower center', ncols=min(len(l), 5), frameon=False, bbox_to_anchor=(0.5, 0))
-    fig.suptitle(title); fig.tight_layout(rect=(0, 0 if len(metrics) < len(axes) else 0.08, 1, 1)); plt.close(fig)
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0 if len(metrics) < len(axes) else 0.08, 1, 1))
+    plt.close(fig)
     return fig
 
 # %% ../nbs/40_figures.ipynb #099fd3d7
@@ -249,13 +269,14 @@ L0_SWEEP_METRICS = ('explained_variance', 'mcc', 'f1', 'dead_latents', 'uniquene
 def l0_sweep(
     results,                          # results table with arch, seed, l0 (target), sae_l0 and the metrics
     band:str='range',                 # seed band: 'range', 'sd' or 'none'
-    reference=None,                   # optional table of arch, l0 and some metrics (e.g. published values), drawn dashed
+    reference=None,                   # optional table of arch, l0 and metrics (e.g. published values), drawn dashed
     title:str='L0 sweep',             # e.g. 'F2 · SynthSAEBench-16k · scale=cpu'
     out_dir=None,                     # if given, save PNG, SVG and CSV there
     name:str='F2_l0_sweep',           # file stem
 )->Figure:
     "The 2×3 L0-sweep panel: EV, MCC, F1, dead latents, uniqueness vs SAE L0, and SAE L0 vs target L0"
-    s = pd.concat([_with_reference(sweep_summary(results, L0_SWEEP_METRICS, 'l0', 'sae_l0', band), reference, L0_SWEEP_METRICS, 'l0', 'l0'),
+    ours = sweep_summary(results, L0_SWEEP_METRICS, 'l0', 'sae_l0', band)
+    s = pd.concat([_with_reference(ours, reference, L0_SWEEP_METRICS, 'l0', 'l0'),
                    sweep_summary(results, ['sae_l0'], 'l0', 'l0', band).assign(source='ours')], ignore_index=True)
     fig = sweep_panels(s, {None: 'SAE L0', 'sae_l0': 'Target L0'}, ncols=3, title=title)
     fig.axes[5].axline((0, 0), slope=1, color='k', ls='--', lw=0.8)
@@ -272,7 +293,8 @@ def precision_recall(
     name:str='F3_precision_recall',     # file stem
 )->Figure:
     "Per-latent precision and recall (means over all latents) against SAE L0"
-    s = _with_reference(sweep_summary(results, ['precision', 'recall'], 'l0', 'sae_l0', band), reference, ['precision', 'recall'], 'l0', 'l0')
+    metrics = ['precision', 'recall']
+    s = _with_reference(sweep_summary(results, metrics, 'l0', 'sae_l0', band), reference, metrics, 'l0', 'l0')
     fig = sweep_panels(s, 'SAE L0', ncols=2, title=title)
     if out_dir is not None: save_figure(fig, s, out_dir, name)
     return fig
@@ -308,7 +330,8 @@ def absorption_data(
     parts = []
     for name, r in items:
         missing = [f for f in _ABSORPTION_FIELDS if not hasattr(r, f)]
-        if missing: raise ValueError(f"absorption result {name!r} lacks field(s) {missing}; pass probes.absorption's output")
+        if missing:
+            raise ValueError(f"absorption result {name!r} lacks field(s) {missing}; pass probes.absorption's output")
         cols = {f: torch.as_tensor(getattr(r, f)).detach().cpu() for f in _ABSORPTION_FIELDS}
         parts.append(as_frame(cols, f'absorption result {name!r}').assign(sae=name))
     if not parts: raise ValueError("absorption results are empty: give at least one result")
@@ -328,12 +351,16 @@ def absorption_plot(
     sns.stripplot(e, x='sae', y='gap', hue='sae', ax=a, size=3, alpha=0.6, legend=False)
     sns.pointplot(e, x='sae', y='gap', ax=a, color='k', errorbar=None, linestyle='none', marker='_', markersize=20)
     counts = d.groupby('sae', sort=False).eligible.agg(['sum', 'size'])
-    a.set(xlabel='', ylabel='gap: P(fire | p, ¬c) − P(fire | p, c)', title='eligible edges: ' + ', '.join(f'{int(r["sum"])}/{r["size"]}' for _, r in counts.iterrows()))
+    edges = ', '.join(f'{int(r["sum"])}/{r["size"]}' for _, r in counts.iterrows())
+    a.set(xlabel='', ylabel='gap: P(fire | p, ¬c) − P(fire | p, c)', title='eligible edges: ' + edges)
     a.axhline(0, color='k', lw=0.6)
     sns.ecdfplot(e, x='gap', hue='sae', ax=b)
-    b.set(xlabel='gap', ylabel='share of eligible edges ≤ gap'); b.axvline(0, color='k', lw=0.6)
+    b.set(xlabel='gap', ylabel='share of eligible edges ≤ gap')
+    b.axvline(0, color='k', lw=0.6)
     if b.get_legend() is not None: b.get_legend().set_title(None)
-    fig.suptitle(title); fig.tight_layout(); plt.close(fig)
+    fig.suptitle(title)
+    fig.tight_layout()
+    plt.close(fig)
     if out_dir is not None: save_figure(fig, d, out_dir, name)
     return fig
 
@@ -348,7 +375,8 @@ def latent_firing_counts(
     eval_mode:str|None=None,   # passed to `encode(x, mode=...)` when given
 )->ClassificationCounts:
     "Per-latent TP/FP/FN/TN of each latent against its best-matching feature, on the evaluation stream"
-    check_range('num_samples', num_samples, lo=1); check_range('batch_size', batch_size, lo=1)
+    check_range('num_samples', num_samples, lo=1)
+    check_range('batch_size', batch_size, lo=1)
     sae = as_scorable(sae, model.hidden_dim)
     W_dec = sae.W_dec.float()
     counts = ClassificationCounts(best_match(W_dec, model.feature_vectors.float().to(W_dec.device))[0])
@@ -367,7 +395,8 @@ def top_features(
 )->pd.DataFrame:    # rank, feature, cos, abs_cos
     "The `k` true features with the largest |cos| to decoder row `latent`"
     _check_dictionaries(W_dec, W)
-    if isinstance(latent, bool) or not 0 <= int(latent) < len(W_dec): raise ValueError(f"latent must be in [0, {len(W_dec)}), got {latent!r}")
+    if isinstance(latent, bool) or not 0 <= int(latent) < len(W_dec):
+        raise ValueError(f"latent must be in [0, {len(W_dec)}), got {latent!r}")
     check_range('k', k, lo=1)
     c = cos_sim(W_dec[int(latent)][None].detach().float().cpu(), W.detach().float().cpu())[0]  # (N,)
     v, i = c.abs().topk(min(k, len(W)))
@@ -385,15 +414,19 @@ def latent_table(
     block_size:int=1024,                # latents whose cosines are computed at once
 )->pd.DataFrame:                        # latent, feature, cos, abs_cos, top_features[, fires, precision, recall, f1]
     "One row per latent: best true feature, cosine, runners-up and firing precision/recall against the best feature"
-    _check_dictionaries(W_dec, W); check_range('k', k, lo=1)
+    _check_dictionaries(W_dec, W)
+    check_range('k', k, lo=1)
     W_dec, W = W_dec.detach().float().cpu(), W.detach().float().cpu()
     lat = torch.arange(len(W_dec)) if latents is None else torch.as_tensor(latents, dtype=torch.int64).flatten()
-    if len(lat) and (lat.min() < 0 or lat.max() >= len(W_dec)): raise ValueError(f"latents must be indices in [0, {len(W_dec)}), got {lat.tolist()}")
-    C = torch.cat([cos_sim(W_dec[lat[s:s+block_size]], W) for s in range(0, len(lat), block_size)] or [torch.zeros(0, len(W))])
+    if len(lat) and (lat.min() < 0 or lat.max() >= len(W_dec)):
+        raise ValueError(f"latents must be indices in [0, {len(W_dec)}), got {lat.tolist()}")
+    blocks = [cos_sim(W_dec[lat[s:s+block_size]], W) for s in range(0, len(lat), block_size)]
+    C = torch.cat(blocks or [torch.zeros(0, len(W))])  # (n, N)
     v, i = C.abs().topk(min(k, len(W)), dim=1)  # (n, k)
     c = C.gather(1, i)
     tops = [' '.join(f'{a}:{b:+.2f}' for a, b in zip(r, s)) for r, s in zip(i.tolist(), c.tolist())]
-    df = pd.DataFrame(dict(latent=lat.numpy(), feature=i[:, 0].numpy(), cos=c[:, 0].numpy(), abs_cos=v[:, 0].numpy(), top_features=tops))
+    df = pd.DataFrame(dict(latent=lat.numpy(), feature=i[:, 0].numpy(), cos=c[:, 0].numpy(), abs_cos=v[:, 0].numpy(),
+                           top_features=tops))
     return df if per_latent is None else _with_counts(df, per_latent, lat, len(W_dec))
 
 def _with_counts(df:pd.DataFrame, per_latent:Mapping, lat:Tensor, n_lat:int)->pd.DataFrame:
@@ -420,10 +453,13 @@ def latent_card(
     row = latent_table(W_dec, W, per_latent, [latent], k=1).iloc[0]
     fig, ax = plt.subplots(figsize=(5, 2.8), dpi=90)
     ax.bar(t.feature.astype(str), t.cos, color=['#d62728'] + ['#7f7f7f'] * (len(t) - 1))
-    ax.axhline(0, color='k', lw=0.6); ax.set(xlabel='true feature (by |cos|)', ylabel='cos(decoder row, feature)', ylim=(-1.05, 1.05))
-    pr = '' if per_latent is None else f"\nfires {int(row.fires)}×: precision {row.precision:.3f}, recall {row.recall:.3f}, F1 {row.f1:.3f}"
+    ax.axhline(0, color='k', lw=0.6)
+    ax.set(xlabel='true feature (by |cos|)', ylabel='cos(decoder row, feature)', ylim=(-1.05, 1.05))
+    pr = '' if per_latent is None else (f"\nfires {int(row.fires)}×: precision {row.precision:.3f}, "
+                                        f"recall {row.recall:.3f}, F1 {row.f1:.3f}")
     ax.set_title(f'latent {latent} → feature {int(row.feature)} (cos {row.cos:+.3f}){pr}', fontsize=9)
-    fig.tight_layout(); plt.close(fig)
+    fig.tight_layout()
+    plt.close(fig)
     if out_dir is not None:
         counts = {c: row[c] for c in ('fires', 'precision', 'recall', 'f1') if c in row}
         save_figure(fig, t.assign(latent=latent, **counts), out_dir, name or f'latent_{latent}')
@@ -453,7 +489,8 @@ def _browser_widget(W_dec:Tensor, W:Tensor, per_latent:Mapping|None, k:int, stat
         with out:
             out.clear_output(wait=True)
             display(latent_card(W_dec, W, pick.value, per_latent, k), top_features(W_dec, W, pick.value, k))
-    pick.observe(show, 'value'); show()
+    pick.observe(show, 'value')
+    show()
     return LatentBrowser([pick, out])
 
 def latent_browser(
@@ -464,7 +501,7 @@ def latent_browser(
     latents:Sequence[int]|Tensor|None=None,  # rows of the static table; None: the first 20 latents
     interactive:bool|None=None,        # None: `widget_frontend()`; False: static table; True: widget
 ):
-    "Pick a latent, see its top true features, cosine and firing precision/recall; a static table without a widget front end"
+    "Pick a latent: its top true features, cosine and firing precision/recall; a static table without widgets"
     static = latent_table(W_dec, W, per_latent, range(min(len(W_dec), 20)) if latents is None else latents, k)
     if not (widget_frontend() if interactive is None else interactive): return static
     return _browser_widget(W_dec, W, per_latent, k, static)

@@ -31,7 +31,9 @@ def _check_prob_bounds(min_prob:float, max_prob:float, strict:bool=True):
     check_range('max_prob', max_prob, lo=0, hi=1, lo_open=True)
     op = '<' if strict else '<='
     ok = min_prob > 0 and (min_prob < max_prob if strict else min_prob <= max_prob)
-    if not ok: raise ValueError(f"min_prob must satisfy 0 < min_prob {op} max_prob <= 1, got min_prob={min_prob!r}, max_prob={max_prob!r}")
+    if not ok:
+        raise ValueError(f"min_prob must satisfy 0 < min_prob {op} max_prob <= 1, "
+                         f"got min_prob={min_prob!r}, max_prob={max_prob!r}")
 
 # %% ../nbs/02_firing.ipynb #6f867b72
 def zipfian_firing_probabilities(
@@ -158,7 +160,8 @@ class LinearMagnitudeConfig(MagnitudeConfig):
     start:float  # value of feature 0, > 0
     end:float    # value of feature N-1, > 0
     def __post_init__(self):
-        check_range('start', self.start, lo=0, lo_open=True); check_range('end', self.end, lo=0, lo_open=True)
+        check_range('start', self.start, lo=0, lo_open=True)
+        check_range('end', self.end, lo=0, lo_open=True)
     def generate(self, num_features:int, seed:int|None=None)->Tensor:
         return _interpolate(num_features, self.start, self.end, geometric=False)
 
@@ -169,7 +172,8 @@ class ExponentialMagnitudeConfig(MagnitudeConfig):
     start:float  # value of feature 0, > 0
     end:float    # value of feature N-1, > 0
     def __post_init__(self):
-        check_range('start', self.start, lo=0, lo_open=True); check_range('end', self.end, lo=0, lo_open=True)
+        check_range('start', self.start, lo=0, lo_open=True)
+        check_range('end', self.end, lo=0, lo_open=True)
     def generate(self, num_features:int, seed:int|None=None)->Tensor:
         return _interpolate(num_features, self.start, self.end, geometric=True)
 
@@ -187,7 +191,8 @@ class FoldedNormalMagnitudeConfig(MagnitudeConfig):
         if self.min_value is not None: check_range('min_value', self.min_value, lo=0)
         if self.max_value is not None: check_range('max_value', self.max_value, lo=0, lo_open=True)
         if None not in (self.min_value, self.max_value) and self.min_value > self.max_value:
-            raise ValueError(f"min_value must satisfy min_value <= max_value, got min_value={self.min_value}, max_value={self.max_value}")
+            raise ValueError(f"min_value must satisfy min_value <= max_value, "
+                             f"got min_value={self.min_value}, max_value={self.max_value}")
     def generate(self, num_features:int, seed:int|None=None)->Tensor:
         _check_num_features(num_features)
         eps = torch.randn(num_features, generator=make_generator(resolve_seed(seed)))
@@ -202,12 +207,13 @@ MAGNITUDE_CONFIGS: dict[str, type] = {}
 def _register(registry:dict, kind:str, cls:type)->type:
     name = cls.generator_name
     if not name: raise ValueError(f"{cls.__name__} needs a non-empty generator_name")
-    if name in registry: raise ValueError(f"{kind} generator {name!r} is already registered; registered names: {sorted(registry)}")
+    if name in registry:
+        raise ValueError(f"{kind} generator {name!r} is already registered; registered names: {sorted(registry)}")
     registry[name] = cls
     return cls
 
 def register_firing_probability_config(cls:type)->type:
-    "Add a firing-probability config class to `FIRING_PROBABILITY_CONFIGS` under its `generator_name` (usable as a decorator)"
+    "Register a firing-probability config class in `FIRING_PROBABILITY_CONFIGS` by its `generator_name` (a decorator)"
     return _register(FIRING_PROBABILITY_CONFIGS, 'firing probability', cls)
 
 def register_magnitude_config(cls:type)->type:
@@ -223,7 +229,9 @@ for _c in (ConstantMagnitudeConfig, LinearMagnitudeConfig, ExponentialMagnitudeC
 def _config_from_dict(registry:dict, kind:str, d:dict)->Any:
     d = dict(d)
     name = d.pop('generator_name', None)
-    if name is None: raise ValueError(f"a {kind} config dict needs 'generator_name' (one of {sorted(registry)}), got keys {sorted(d)}")
+    if name is None:
+        raise ValueError(f"a {kind} config dict needs 'generator_name' (one of {sorted(registry)}), "
+                         f"got keys {sorted(d)}")
     if name not in registry: raise ValueError(f"unknown {kind} generator_name {name!r}; available: {sorted(registry)}")
     cls = registry[name]
     known = {f.name for f in fields(cls)}

@@ -113,7 +113,7 @@ class FeatureDictionary(nn.Module):
         num_features:int,        # N
         hidden_dim:int,          # D
         bias:bool|float=False,   # False/0, True (norm 1) or the bias norm β
-        initializer:Callable[[Tensor], Tensor]|OrthogonalizationConfig|None=None,  # applied to W; None keeps random unit rows
+        initializer:Callable[[Tensor], Tensor]|OrthogonalizationConfig|None=None,  # applied to W; None: W as drawn
         seed:int|None=None,      # construction seed; None draws one (recorded in `self.seed`)
     ):
         super().__init__()

@@ -74,10 +74,12 @@ def _describe(node)->str:
 
 def _check_node(node, tree:int, tree_of:dict, num_features:int|None)->None:
     "Per-node checks: type, index range, index uniqueness, ME arity"
-    if not isinstance(node, HierarchyNode): raise ValueError(f"hierarchy nodes must be HierarchyNode, got {type(node).__name__}")
+    if not isinstance(node, HierarchyNode):
+        raise ValueError(f"hierarchy nodes must be HierarchyNode, got {type(node).__name__}")
     f = node.feature_index
     if f is not None:
-        if isinstance(f, bool) or not isinstance(f, int): raise ValueError(f"feature_index must be an int or None, got {f!r}")
+        if isinstance(f, bool) or not isinstance(f, int):
+            raise ValueError(f"feature_index must be an int or None, got {f!r}")
         if f < 0 or (num_features is not None and f >= num_features):
             raise ValueError(f"feature_index must satisfy 0 <= feature_index < num_features={num_features}, got {f}")
         if f in tree_of:
@@ -99,11 +101,15 @@ def validate_hierarchy(
         on_path, stack = set(), [(root, True)]
         while stack:  # iterative DFS with exit markers, so `on_path` holds the current ancestors
             node, enter = stack.pop()
-            if not enter: on_path.discard(id(node)); continue
+            if not enter:
+                on_path.discard(id(node))
+                continue
             if id(node) in on_path: raise ValueError(f"cycle: node ({_describe(node)}) is its own ancestor")
-            if id(node) in seen: raise ValueError(f"node ({_describe(node)}) has two parents; each node needs at most one")
+            if id(node) in seen:
+                raise ValueError(f"node ({_describe(node)}) has two parents; each node needs at most one")
             _check_node(node, t, tree_of, num_features)
-            seen.add(id(node)); on_path.add(id(node))
+            seen.add(id(node))
+            on_path.add(id(node))
             stack.append((node, False))
             stack.extend((c, True) for c in reversed(node.children))
 
@@ -121,20 +127,25 @@ class HierarchyConfig:
     scale_children_by_parent:bool=False            # child value × parent value / parent mean, on every parent
 
     def __post_init__(self):
-        for name in ('total_root_nodes', 'max_depth', 'mutually_exclusive_min_depth'): check_int(name, getattr(self, name))
+        for name in ('total_root_nodes', 'max_depth', 'mutually_exclusive_min_depth'):
+            check_int(name, getattr(self, name))
         check_range('total_root_nodes', self.total_root_nodes, lo=1)
         bf = self.branching_factor
         if isinstance(bf, list): object.__setattr__(self, 'branching_factor', bf := tuple(bf))
         if isinstance(bf, tuple):
-            if len(bf) != 2 or any(isinstance(b, bool) or not isinstance(b, int) for b in bf) or not 2 <= bf[0] <= bf[1]:
+            ints = all(isinstance(b, int) and not isinstance(b, bool) for b in bf)
+            if len(bf) != 2 or not ints or not 2 <= bf[0] <= bf[1]:
                 raise ValueError(f"branching_factor range must be two ints (lo, hi) with 2 <= lo <= hi, got {bf!r}")
-        else: check_int('branching_factor', bf); check_range('branching_factor', bf, lo=2)
+        else:
+            check_int('branching_factor', bf)
+            check_range('branching_factor', bf, lo=2)
         check_range('max_depth', self.max_depth, lo=1)
         check_range('mutually_exclusive_portion', self.mutually_exclusive_portion, lo=0, hi=1)
         check_range('mutually_exclusive_min_depth', self.mutually_exclusive_min_depth, lo=0)
         if self.mutually_exclusive_max_depth is not None:
             check_int('mutually_exclusive_max_depth', self.mutually_exclusive_max_depth)
-            check_range('mutually_exclusive_max_depth', self.mutually_exclusive_max_depth, lo=self.mutually_exclusive_min_depth)
+            check_range('mutually_exclusive_max_depth', self.mutually_exclusive_max_depth,
+                        lo=self.mutually_exclusive_min_depth)
 
 # %% ../nbs/04_hierarchy.ipynb #0171c784
 @patch
@@ -169,13 +180,14 @@ def _build_forest(config:HierarchyConfig, limit:float, rng:random.Random)->tuple
             for _ in range(bf if isinstance(bf, int) else rng.randint(*bf)):
                 if count >= limit: break
                 node.children.append(child := HierarchyNode(count))
-                nxt.append(child); count += 1
+                nxt.append(child)
+                count += 1
         level = nxt
     return roots, parents, count
 
 # %% ../nbs/04_hierarchy.ipynb #7e55d457
 def _assign_flags(config:HierarchyConfig, parents:list, rng:random.Random)->None:
-    "Flag ⌊portion·#eligible⌋ eligible parents ME (uniformly, without replacement) and, if configured, every parent rescaling"
+    "Flag ⌊portion·#eligible⌋ eligible parents ME (uniform, without replacement) and, if configured, all as rescaling"
     lo, hi = config.mutually_exclusive_min_depth, config.mutually_exclusive_max_depth
     eligible = [n for n, d in parents if d >= lo and (hi is None or d <= hi) and len(n.children) >= 2]
     k = int(len(eligible) * config.mutually_exclusive_portion)
@@ -190,7 +202,8 @@ def _too_small(config:HierarchyConfig, needed:int, num_features:int, exact:bool)
     nodes = f"{config.total_root_nodes} trees of {needed // config.total_root_nodes} nodes" if exact else \
             f"{config.total_root_nodes} trees, branching drawn from {config.branching_factor}"
     return ValueError(f"hierarchy needs {'' if exact else 'at least '}{needed} features ({nodes}) but "
-                      f"num_features={num_features}; raise num_features, shrink the hierarchy or pass allow_truncation=True")
+                      f"num_features={num_features}; raise num_features, shrink the hierarchy "
+                      "or pass allow_truncation=True")
 
 def generate_hierarchy(
     config:HierarchyConfig,        # shape of the forest
@@ -263,8 +276,10 @@ def flatten_hierarchy(
     rows, groups = _flat_rows(roots)
     lvl = [0] * num_features
     for f, p, _ in rows: lvl[f] = lvl[p] + 1 if p >= 0 else 0  # breadth-first: parents come first
-    f, p, s = (torch.tensor(c, dtype=t).reshape(-1) for c, t in zip(zip(*rows) if rows else ([], [], []), (torch.long, torch.long, torch.bool)))
-    parent, rescale, inside = torch.full((num_features,), -1), torch.zeros(num_features, dtype=torch.bool), torch.zeros(num_features, dtype=torch.bool)
+    fields = zip(*rows) if rows else ([], [], [])  # feature, parent, rescale flag
+    f, p, s = (torch.tensor(c, dtype=t).reshape(-1) for c, t in zip(fields, (torch.long, torch.long, torch.bool)))
+    parent = torch.full((num_features,), -1)
+    rescale, inside = torch.zeros(num_features, dtype=torch.bool), torch.zeros(num_features, dtype=torch.bool)
     parent[f], rescale[f], inside[f] = p, s, True
     level = torch.tensor(lvl, dtype=torch.long)
     width = max((len(m) for _, m in groups), default=0)
@@ -283,7 +298,8 @@ def compensation_factors(
 )->Tensor:                # (N,) float64 factors c; 1 for roots and free features
     "Reference compensation factors: 1/p⁰_parent, times the ME factor 1 + max(0, T − p⁰_k)/p_node"
     p0 = base_probs.detach().double().cpu()
-    if p0.shape != (flat.num_features,): raise ValueError(f"base_probs must have shape ({flat.num_features},), got {tuple(p0.shape)}")
+    if p0.shape != (flat.num_features,):
+        raise ValueError(f"base_probs must have shape ({flat.num_features},), got {tuple(p0.shape)}")
     flat = flat.to('cpu')
     P = torch.where(flat.parent >= 0, p0[flat.parent.clamp_min(0)], 1.)
     c = torch.where(P > 0, 1 / P, 1.)
@@ -350,10 +366,12 @@ def _inverse_parent_means(flat:FlatHierarchy, mean_magnitudes:Tensor|None)->Tens
     if not rescaling.any(): return torch.zeros(flat.num_features)
     if mean_magnitudes is None: raise ValueError("mean_magnitudes is required: some parents rescale their children")
     mu = mean_magnitudes.detach().float().cpu()
-    if mu.shape != (flat.num_features,): raise ValueError(f"mean_magnitudes must have shape ({flat.num_features},), got {tuple(mu.shape)}")
+    if mu.shape != (flat.num_features,):
+        raise ValueError(f"mean_magnitudes must have shape ({flat.num_features},), got {tuple(mu.shape)}")
     mu_par = mu[flat.parent.clamp_min(0)]
     bad = flat.parent[rescaling & (mu_par <= 0)].unique()
-    if len(bad): raise ValueError(f"rescaling parents need mean magnitude > 0; features {bad[:10].tolist()} have μ <= 0")
+    if len(bad):
+        raise ValueError(f"rescaling parents need mean magnitude > 0; features {bad[:10].tolist()} have μ <= 0")
     return torch.where(rescaling, 1 / mu_par, 0.)
 
 # %% ../nbs/04_hierarchy.ipynb #700c7286
@@ -371,10 +389,13 @@ class HierarchyModifier(nn.Module):
         kids = kids[torch.sort(flat.level[kids], stable=True).indices]
         self.level_ptr = [0] + torch.bincount(flat.level[kids], minlength=self.max_level + 1).cumsum(0).tolist()
         # a level whose features are one consecutive block (always, for generated forests) is written as a slice
-        self.level_start = [int(kids[a]) if b > a and bool((kids[a:b] == torch.arange(int(kids[a]), int(kids[a]) + b - a)).all())
-                            else None for a, b in zip(self.level_ptr[:-1], self.level_ptr[1:])]
+        level_kids = [kids[a:b] for a, b in zip(self.level_ptr[:-1], self.level_ptr[1:])]
+        self.level_start = [int(k[0]) if len(k) and bool((k == torch.arange(int(k[0]), int(k[0]) + len(k))).all())
+                            else None for k in level_kids]
         inv_mu = _inverse_parent_means(flat, mean_magnitudes)
-        for name, t in dict(kid=kids, kid_parent=flat.parent[kids], kid_rescale=flat.rescale[kids], kid_inv_mu=inv_mu[kids]).items():
+        kid_buffers = dict(kid=kids, kid_parent=flat.parent[kids], kid_rescale=flat.rescale[kids],
+                           kid_inv_mu=inv_mu[kids])
+        for name, t in kid_buffers.items():
             self.register_buffer(name, t)
         gp = flat.group_parent
         glevel = torch.where(gp >= 0, flat.level[gp.clamp_min(0)], -1)  # ME at level L, -1 before level 0

@@ -15,10 +15,12 @@ from fastcore.basics import patch_to
 from .core import *
 from .geometry import OrthogonalizationConfig, random_feature_vectors, orthogonalize
 from .firing import *
-from .correlation import (LowRankCorrelationConfig, LowRankCorrelation, generate_random_low_rank_correlation_matrix,
-                                  validate_low_rank_correlation, dense_correlation_factor)
-from .hierarchy import (HierarchyConfig, HierarchyNode, HierarchyModifier, generate_hierarchy, flatten_hierarchy,
-                                compensate_probabilities, validate_hierarchy, hierarchy_to_json, hierarchy_from_json)
+from .correlation import (LowRankCorrelationConfig, LowRankCorrelation,
+                                  generate_random_low_rank_correlation_matrix, validate_low_rank_correlation,
+                                  dense_correlation_factor)
+from .hierarchy import (HierarchyConfig, HierarchyNode, HierarchyModifier, generate_hierarchy,
+                                flatten_hierarchy, compensate_probabilities, validate_hierarchy, hierarchy_to_json,
+                                hierarchy_from_json)
 from .sampler import FeatureSampler, SparseFeatures, sparse_from_pairs, SamplerConfig, resolve_strategy
 
 # %% auto #0
@@ -48,9 +50,9 @@ class SyntheticModelConfig:
         if not isinstance(self.bias, bool): check_range('bias', self.bias, lo=0)
         if self.hierarchy is not None and self.hierarchy.min_features_needed() > self.num_features:
             h = self.hierarchy
-            raise ValueError(f"hierarchy needs at least {h.min_features_needed()} features ({h.total_root_nodes} trees to "
-                             f"depth {h.max_depth}) but num_features={self.num_features}; raise num_features or lower "
-                             "total_root_nodes, branching_factor or max_depth")
+            raise ValueError(f"hierarchy needs at least {h.min_features_needed()} features ({h.total_root_nodes} "
+                             f"trees to depth {h.max_depth}) but num_features={self.num_features}; raise num_features "
+                             "or lower total_root_nodes, branching_factor or max_depth")
 
 # %% ../nbs/06_model.ipynb #1db1d349
 def _config_to_dict(self:SyntheticModelConfig)->dict:
@@ -66,8 +68,10 @@ def _config_to_dict(self:SyntheticModelConfig)->dict:
 def _config_from_dict(cls, d:dict)->SyntheticModelConfig:
     opt = lambda k, c: None if d.get(k) is None else c.from_dict(d[k])
     return cls(num_features=d['num_features'], hidden_dim=d['hidden_dim'],
-               firing_probability=firing_probability_config_from_dict(d['firing_probability']) if 'firing_probability' in d else ZipfianFiringProbabilityConfig(),
-               hierarchy=opt('hierarchy', HierarchyConfig), orthogonalization=opt('orthogonalization', OrthogonalizationConfig),
+               firing_probability=(firing_probability_config_from_dict(d['firing_probability'])
+                                   if 'firing_probability' in d else ZipfianFiringProbabilityConfig()),
+               hierarchy=opt('hierarchy', HierarchyConfig),
+               orthogonalization=opt('orthogonalization', OrthogonalizationConfig),
                correlation=opt('correlation', LowRankCorrelationConfig),
                std_firing_magnitudes=magnitude_config_from_dict(d.get('std_firing_magnitudes', 0.)),
                mean_firing_magnitudes=magnitude_config_from_dict(d.get('mean_firing_magnitudes', 1.)),
@@ -80,8 +84,9 @@ def _bench_recipe(num_features:int, hidden_dim:int, total_root_nodes:int, branch
     return SyntheticModelConfig(
         num_features=num_features, hidden_dim=hidden_dim,
         firing_probability=ZipfianFiringProbabilityConfig(exponent=0.5, max_prob=0.4, min_prob=min_prob),
-        hierarchy=HierarchyConfig(total_root_nodes=total_root_nodes, branching_factor=branching_factor, max_depth=max_depth,
-                                  mutually_exclusive_portion=1., compensate_probabilities=True, scale_children_by_parent=True),
+        hierarchy=HierarchyConfig(total_root_nodes=total_root_nodes, branching_factor=branching_factor,
+                                  max_depth=max_depth, mutually_exclusive_portion=1.,
+                                  compensate_probabilities=True, scale_children_by_parent=True),
         orthogonalization=OrthogonalizationConfig(num_steps=ortho_steps, lr=3e-4) if ortho_steps else None,
         correlation=LowRankCorrelationConfig(rank=rank, correlation_scale=0.1),
         mean_firing_magnitudes=LinearMagnitudeConfig(start=5., end=4.),
@@ -93,7 +98,8 @@ def synth_bench_16k()->SyntheticModelConfig:
     return _bench_recipe(16_384, 768, total_root_nodes=128)
 
 PRESETS = {
-    'tiny': lambda: _bench_recipe(256, 48, total_root_nodes=4, branching_factor=3, max_depth=2, min_prob=5e-3, rank=4, ortho_steps=10),
+    'tiny': lambda: _bench_recipe(256, 48, total_root_nodes=4, branching_factor=3, max_depth=2, min_prob=5e-3,
+                                  rank=4, ortho_steps=10),
     'cpu': lambda: _bench_recipe(4096, 256, total_root_nodes=32),
     'synthsaebench-16k': synth_bench_16k,
 }
@@ -106,7 +112,8 @@ def preset(name:str)->SyntheticModelConfig:
 def _per_feature(v, n:int, name:str)->Tensor:
     t = torch.as_tensor(v, dtype=torch.float32)
     if t.ndim == 0: return t.expand(n).clone()
-    if t.shape != (n,): raise ValueError(f"{name} must be a float or a tensor of shape ({n},), got shape {tuple(t.shape)}")
+    if t.shape != (n,):
+        raise ValueError(f"{name} must be a float or a tensor of shape ({n},), got shape {tuple(t.shape)}")
     return t.clone()
 
 class ActivationGenerator(nn.Module):
@@ -126,7 +133,9 @@ class ActivationGenerator(nn.Module):
         super().__init__()
         n = check_range('num_features', num_features, lo=1)
         self.method = check_choice('method', method, ['auto', 'sparse', 'dense'])
-        mods = [] if modify_activations is None else list(modify_activations) if isinstance(modify_activations, (list, tuple)) else [modify_activations]
+        if modify_activations is None: mods = []
+        elif isinstance(modify_activations, (list, tuple)): mods = list(modify_activations)
+        else: mods = [modify_activations]
         flat = getattr(mods[0], 'flat', None) if mods and isinstance(mods[0], HierarchyModifier) else None
         self.modifiers = mods[1:] if flat is not None else mods
         self.sampler = FeatureSampler(_per_feature(firing_probabilities, n, 'firing_probabilities'),
@@ -182,11 +191,13 @@ def build_world(cfg:SyntheticModelConfig, progress:bool=False)->dict:
     corr = None
     if cfg.correlation is not None:
         c = cfg.correlation
-        corr = generate_random_low_rank_correlation_matrix(n, c.rank, c.correlation_scale, seed=s + 4 if c.seed is None else c.seed)
+        corr_seed = s + 4 if c.seed is None else c.seed
+        corr = generate_random_low_rank_correlation_matrix(n, c.rank, c.correlation_scale, seed=corr_seed)
     W, b = random_feature_vectors(n, cfg.hidden_dim, bias=cfg.bias, seed=s)
     if cfg.orthogonalization is not None: W = orthogonalize(W, cfg.orthogonalization, progress=progress)
     p_base = cfg.firing_probability.generate(n, seed=s)
-    p = compensate_probabilities(roots, p_base) if roots is not None and cfg.hierarchy.compensate_probabilities else p_base
+    compensate = roots is not None and cfg.hierarchy.compensate_probabilities
+    p = compensate_probabilities(roots, p_base) if compensate else p_base
     return dict(feature_vectors=W, bias=b, firing_probabilities=p, base_firing_probabilities=p_base,
                 std_firing_magnitudes=resolve_magnitudes(cfg.std_firing_magnitudes, n, seed=s + 1),
                 mean_firing_magnitudes=resolve_magnitudes(cfg.mean_firing_magnitudes, n, seed=s + 2),
@@ -210,10 +221,11 @@ class SyntheticModel(nn.Module):
         if self.hierarchy is not None:
             flat = flatten_hierarchy(self.hierarchy, cfg.num_features)
             mod = HierarchyModifier(flat, w['mean_firing_magnitudes'])
+        F_corr = w['correlation_factor']
+        corr = None if F_corr is None else LowRankCorrelation(F_corr, w['correlation_diag'])
         self.activation_generator = ActivationGenerator(
             cfg.num_features, w['firing_probabilities'], w['std_firing_magnitudes'], w['mean_firing_magnitudes'],
-            modify_activations=mod, correlation_matrix=None if w['correlation_factor'] is None else LowRankCorrelation(w['correlation_factor'], w['correlation_diag']),
-            dtype=cfg.dtype)
+            modify_activations=mod, correlation_matrix=corr, dtype=cfg.dtype)
         dt = getattr(torch, cfg.dtype)
         self.register_buffer('feature_vectors', w['feature_vectors'].to(dt))
         self.register_buffer('bias', w['bias'].to(dt))
@@ -237,7 +249,8 @@ def device(self)->torch.device: return self.feature_vectors.device
 # %% ../nbs/06_model.ipynb #ed017828
 @patch_to(SyntheticModel)
 @torch.no_grad()
-def sample_with_features(self, batch_size:int, generator:torch.Generator|None=None, sparse:bool=False)->tuple[Tensor,Tensor]:
+def sample_with_features(self, batch_size:int, generator:torch.Generator|None=None,
+                         sparse:bool=False)->tuple[Tensor,Tensor]:
     "Hidden activations `x (B, D)` and features `f`: dense `(B, N)`, or torch sparse COO when `sparse`"
     sf = self.activation_generator.sample_sparse(batch_size, generator)
     x = sf.hidden(self.feature_vectors, self.bias)
@@ -266,11 +279,13 @@ def batch_generator(self, index:int, stream:str|int='train', seed:int|None=None)
     return stream_generator(self.cfg.seed if seed is None else seed, stream_id(stream), index, self.device)
 
 @patch_to(SyntheticModel)
-def batches(self, batch_size:int, stream:str|int='train', start:int=0, stop:int|None=None, seed:int|None=None)->Iterator[Tensor]:
+def batches(self, batch_size:int, stream:str|int='train', start:int=0, stop:int|None=None,
+            seed:int|None=None)->Iterator[Tensor]:
     "Hidden-activation batches `start, start+1, …` of a replayable stream"
     t = start
     while stop is None or t < stop:
-        yield self.sample(batch_size, self.batch_generator(t, stream, seed)); t += 1
+        yield self.sample(batch_size, self.batch_generator(t, stream, seed))
+        t += 1
 
 # %% ../nbs/06_model.ipynb #f6a3af84
 @patch_to(SyntheticModel, as_prop=True)
@@ -293,14 +308,16 @@ def save(self, path:str|Path):
     "Write the world to folder `path` in the reference's format (plus our extras), atomically"
     s = self.activation_generator.sampler
     cpu = lambda t: t.detach().float().cpu().contiguous()
-    main = dict(feature_vectors=cpu(self.feature_vectors), bias=cpu(self.bias), firing_probabilities=cpu(s.firing_probabilities))
+    main = dict(feature_vectors=cpu(self.feature_vectors), bias=cpu(self.bias),
+                firing_probabilities=cpu(s.firing_probabilities))
     if s.correlation_factor is not None:
         main.update(correlation_factor=cpu(s.correlation_factor), correlation_diag=cpu(s.sqrt_diag) ** 2)
     extras = dict(mean_firing_magnitudes=cpu(s.mean_magnitudes), std_firing_magnitudes=cpu(s.std_magnitudes),
                   base_firing_probabilities=cpu(self.base_firing_probabilities), thresholds=cpu(s.thresholds))
     with atomic_directory(path) as tmp:
         (tmp/CONFIG_FILE).write_text(json.dumps(self.cfg.to_dict(), indent=2))
-        save_file(main, str(tmp/WEIGHTS_FILE)); save_file(extras, str(tmp/EXTRAS_FILE))
+        save_file(main, str(tmp/WEIGHTS_FILE))
+        save_file(extras, str(tmp/EXTRAS_FILE))
         if self.hierarchy is not None: hierarchy_to_json(self.hierarchy, tmp/HIERARCHY_FILE)
 
 # %% ../nbs/06_model.ipynb #922e05a8
@@ -318,34 +335,42 @@ def load(cls, path:str|Path, device:str|torch.device='cpu')->SyntheticModel:
     cfg = _read(path, CONFIG_FILE, lambda f: SyntheticModelConfig.from_dict(json.loads(f.read_text())))
     t = _read(path, WEIGHTS_FILE, lambda f: load_file(str(f)))
     ex = load_file(str(path/EXTRAS_FILE)) if (path/EXTRAS_FILE).exists() else {}
-    roots = _read(path, HIERARCHY_FILE, hierarchy_from_json) if cfg.hierarchy is not None or (path/HIERARCHY_FILE).exists() else None
+    has_forest = cfg.hierarchy is not None or (path/HIERARCHY_FILE).exists()
+    roots = _read(path, HIERARCHY_FILE, hierarchy_from_json) if has_forest else None
     if roots is not None: validate_hierarchy(roots, cfg.num_features)
     n, s = cfg.num_features, cfg.seed if cfg.seed is not None else 0
+    # worlds saved without extras get them regenerated from the config's seed
+    p_base = ex.get('base_firing_probabilities', cfg.firing_probability.generate(n, seed=s))
+    sigma = ex.get('std_firing_magnitudes', resolve_magnitudes(cfg.std_firing_magnitudes, n, seed=s + 1))
+    mu = ex.get('mean_firing_magnitudes', resolve_magnitudes(cfg.mean_firing_magnitudes, n, seed=s + 2))
     world = dict(feature_vectors=t['feature_vectors'], bias=t['bias'], firing_probabilities=t['firing_probabilities'],
-                 base_firing_probabilities=ex.get('base_firing_probabilities', cfg.firing_probability.generate(n, seed=s)),
-                 std_firing_magnitudes=ex.get('std_firing_magnitudes', resolve_magnitudes(cfg.std_firing_magnitudes, n, seed=s + 1)),
-                 mean_firing_magnitudes=ex.get('mean_firing_magnitudes', resolve_magnitudes(cfg.mean_firing_magnitudes, n, seed=s + 2)),
-                 correlation_factor=t.get('correlation_factor'), correlation_diag=t.get('correlation_diag'), hierarchy=roots)
+                 base_firing_probabilities=p_base, std_firing_magnitudes=sigma, mean_firing_magnitudes=mu,
+                 correlation_factor=t.get('correlation_factor'), correlation_diag=t.get('correlation_diag'),
+                 hierarchy=roots)
     return cls(replace(cfg, seed=s), device=device, world=world)
 
 # %% ../nbs/06_model.ipynb #fb75ceee
 @patch_to(SyntheticModel)
-def push_to_hub(self, repo_id:str, model_path:str|None=None, private:bool=False, token:str|None=None, commit_message:str='Upload synthetic model'):
+def push_to_hub(self, repo_id:str, model_path:str|None=None, private:bool=False, token:str|None=None,
+                commit_message:str='Upload synthetic model'):
     "Upload this world to the Hub repository `repo_id` (under folder `model_path` if given)"
     from huggingface_hub import HfApi
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
     with tempfile.TemporaryDirectory() as d:
         self.save(Path(d)/'model')
-        api.upload_folder(repo_id=repo_id, folder_path=str(Path(d)/'model'), path_in_repo=model_path or '', commit_message=commit_message)
+        api.upload_folder(repo_id=repo_id, folder_path=str(Path(d)/'model'), path_in_repo=model_path or '',
+                          commit_message=commit_message)
 
 @patch_to(SyntheticModel, cls_method=True)
-def from_pretrained(cls, repo_id:str, model_path:str|None=None, device:str|torch.device='cpu', force_download:bool=False)->SyntheticModel:
+def from_pretrained(cls, repo_id:str, model_path:str|None=None, device:str|torch.device='cpu',
+                    force_download:bool=False)->SyntheticModel:
     "Load a world from a local folder or a Hub repository `repo_id` (folder `model_path` inside it)"
     local = Path(repo_id)
     if local.is_dir(): return cls.load(local/model_path if model_path else local, device)
     from huggingface_hub import snapshot_download
-    d = snapshot_download(repo_id, allow_patterns=[f'{model_path}/*'] if model_path else None, force_download=force_download)
+    patterns = [f'{model_path}/*'] if model_path else None
+    d = snapshot_download(repo_id, allow_patterns=patterns, force_download=force_download)
     return cls.load(Path(d)/model_path if model_path else d, device)
 
 # %% ../nbs/06_model.ipynb #0db43e51
@@ -355,7 +380,8 @@ def default_cache_dir()->Path:
     return Path(os.environ.get('SYNTHSAE_CACHE', Path.home()/'.cache'/'synthsae'/'worlds'))
 
 @patch_to(SyntheticModel, cls_method=True)
-def from_preset(cls, name:str, device:str|torch.device='cpu', cache:bool=True, cache_dir:str|Path|None=None, progress:bool=False)->SyntheticModel:
+def from_preset(cls, name:str, device:str|torch.device='cpu', cache:bool=True, cache_dir:str|Path|None=None,
+                progress:bool=False)->SyntheticModel:
     "The preset world `name`, loaded from the cache when it was built before"
     cfg = preset(name)
     folder = Path(cache_dir or default_cache_dir())/f'{name}-{config_hash(cfg)}'

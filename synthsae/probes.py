@@ -24,7 +24,8 @@ def train_probe(
     device=None,             # where the probe trains; None: the model's device
 )->nn.Linear:                # D → N; logit > 0 means probability > 0.5
     "Per-feature logistic regressions on x, trained jointly as one linear layer with BCE"
-    check_range('num_steps', num_steps, lo=1); check_range('batch_size', batch_size, lo=1)
+    check_range('num_steps', num_steps, lo=1)
+    check_range('batch_size', batch_size, lo=1)
     dev = torch.device(device) if device is not None else model.feature_vectors.device
     with torch.random.fork_rng(devices=[]):  # seeded initial weights, global RNG untouched
         torch.manual_seed(seed)
@@ -34,7 +35,9 @@ def train_probe(
         g = stream_generator(seed, stream_id('probe_train'), t, model.feature_vectors.device)
         x, f = model.sample_with_features(batch_size, generator=g, sparse=False)
         loss = nn.functional.binary_cross_entropy_with_logits(probe(x.float().to(dev)), (f > 0).float().to(dev))
-        opt.zero_grad(); loss.backward(); opt.step()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
     return probe.eval()
 
 # %% ../nbs/31_probes.ipynb #c6444c49
@@ -87,9 +90,12 @@ class AbsorptionCounts:
         "Add one batch"
         on = fired(acts)
         p, c, j = on[:, self.parent], on[:, self.child], (z > 0)[:, self.latent]  # (bs, E) each
-        off = p & ~c; both = p & c
-        self.n_off += off.sum(0); self.fire_off += (off & j).sum(0)
-        self.n_on += both.sum(0); self.fire_on += (both & j).sum(0)
+        off = p & ~c
+        both = p & c
+        self.n_off += off.sum(0)
+        self.fire_off += (off & j).sum(0)
+        self.n_on += both.sum(0)
+        self.fire_on += (both & j).sum(0)
         return self
 
 # %% ../nbs/31_probes.ipynb #fd5b620e

@@ -24,7 +24,9 @@ class EvalConfig:
     num_samples:int=100_000                # evaluation samples
     batch_size:int=1024                    # evaluation batch (BatchTopK batch mode depends on it)
     seed:int=0                             # seed of the evaluation stream
-    def __post_init__(self): check_range('num_samples', self.num_samples, 1); check_range('batch_size', self.batch_size, 1)
+    def __post_init__(self):
+        check_range('num_samples', self.num_samples, 1)
+        check_range('batch_size', self.batch_size, 1)
 
 # %% ../nbs/35_runs.ipynb #9ca62f04
 _CONFIG_ARCH = {cls.config_class: name for name, cls in ARCHS.items()}
@@ -32,7 +34,8 @@ _CONFIG_ARCH = {cls.config_class: name for name, cls in ARCHS.items()}
 def _sae_dict(sae)->dict:
     "Normalise an SAE spec (dict with 'architecture', or an SAE config) to a JSON-ready dict; validate its keys"
     if isinstance(sae, SAEConfig): sae = dict(architecture=_CONFIG_ARCH[type(sae)], **to_jsonable(sae))
-    if not isinstance(sae, dict): raise ValueError(f"sae must be a dict with an 'architecture' key or an SAE config, got {type(sae).__name__}")
+    if not isinstance(sae, dict):
+        raise ValueError(f"sae must be a dict with an 'architecture' key or an SAE config, got {type(sae).__name__}")
     d = dict(to_jsonable(sae))
     arch = check_choice('sae.architecture', d.get('architecture'), ARCHS)
     known = {f.name for f in fields(ARCHS[arch].config_class)}
@@ -46,10 +49,10 @@ def _sae_dict(sae)->dict:
 class RunConfig:
     "One SAE run: world, SAE, training, evaluation and output folder; round-trips through JSON"
     model:str='tiny'                       # preset name (`PRESETS`), a saved-model folder, or a Hub repo id
-    sae:dict=field(default_factory=lambda: dict(architecture='batchtopk', d_sae=256, k=8.))  # 'architecture' + config fields
+    sae:dict=field(default_factory=lambda: dict(architecture='batchtopk', d_sae=256, k=8.))  # 'architecture' + fields
     train:TrainConfig=field(default_factory=TrainConfig)
     eval:EvalConfig=field(default_factory=EvalConfig)
-    out_dir:str|None=None                  # run folder (sae/, run_config.json, eval.json, log.jsonl); None: nothing written
+    out_dir:str|None=None                  # run folder (sae/, run_config.json, eval.json, log.jsonl); None: no files
     model_path:str|None=None               # folder inside the Hub repo
     def __post_init__(self):
         object.__setattr__(self, 'sae', _sae_dict(self.sae))
@@ -59,9 +62,12 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d:dict)->RunConfig:
         known = {f.name for f in fields(cls)}
-        if set(d) - known: raise ValueError(f"unknown RunConfig keys {sorted(set(d) - known)}; valid keys: {sorted(known)}")
+        if set(d) - known:
+            raise ValueError(f"unknown RunConfig keys {sorted(set(d) - known)}; valid keys: {sorted(known)}")
         return cls(**d)
-    def save(self, path:str|Path)->Path: write_json(path, self.to_dict()); return Path(path)
+    def save(self, path:str|Path)->Path:
+        write_json(path, self.to_dict())
+        return Path(path)
     @classmethod
     def load(cls, path:str|Path)->RunConfig: return cls.from_dict(json.loads(Path(path).read_text()))
 
@@ -73,7 +79,8 @@ def load_model(
 )->SyntheticModel:
     "The world a `RunConfig.model` names (presets are cached by `SyntheticModel.from_preset`)"
     if source in PRESETS: return SyntheticModel.from_preset(source, device=device)
-    if Path(source).is_dir(): return SyntheticModel.load(Path(source)/model_path if model_path else source, device=device)
+    if Path(source).is_dir():
+        return SyntheticModel.load(Path(source)/model_path if model_path else source, device=device)
     return SyntheticModel.from_pretrained(source, model_path=model_path, device=device)
 
 def build_sae(
@@ -84,8 +91,11 @@ def build_sae(
     "The SAE a run config describes, checked against the model's width"
     kw = {k: v for k, v in _sae_dict(sae).items() if k not in ('device',)}
     arch, d = kw.pop('architecture'), kw.pop('d_in', d_in)
-    if d != d_in: raise ValueError(f"sae.d_in={d} but the model's hidden_dim={d_in}: the SAE expects inputs of shape (batch, {d}), the model gives (batch, {d_in})")
-    if 'matryoshka_widths' in kw and kw['matryoshka_widths'] is not None: kw['matryoshka_widths'] = tuple(kw['matryoshka_widths'])
+    if d != d_in:
+        raise ValueError(f"sae.d_in={d} but the model's hidden_dim={d_in}: the SAE expects inputs of shape "
+                         f"(batch, {d}), the model gives (batch, {d_in})")
+    if 'matryoshka_widths' in kw and kw['matryoshka_widths'] is not None:
+        kw['matryoshka_widths'] = tuple(kw['matryoshka_widths'])
     return make_sae(arch, d_in, kw.pop('d_sae'), device=str(as_device(device)), **kw)
 
 # %% ../nbs/35_runs.ipynb #f000bf37
@@ -96,37 +106,44 @@ def _group_key(c:RunConfig)->str:
 def _group_log_path(cs:list[RunConfig], tmp:str)->Path:
     "Where a group's training log goes: the run's log.jsonl for one run, train_log.jsonl of the first run for several"
     if cs[0].out_dir is None: return Path(tmp)/'log.jsonl'
-    out = Path(cs[0].out_dir); out.mkdir(parents=True, exist_ok=True)
+    out = Path(cs[0].out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     return out/('log.jsonl' if len(cs) == 1 else 'train_log.jsonl')
 
 def _write_run(c:RunConfig, sae:SAE, evals:dict, log:list[dict], i:int, logged_here:bool)->None:
     "Write a run's folder: sae/, run_config.json, eval.json, eval_stats.json, log.jsonl (records of SAE `i`)"
-    out = Path(c.out_dir); out.mkdir(parents=True, exist_ok=True)
-    sae.save(out/'sae'); c.save(out/'run_config.json')
+    out = Path(c.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    sae.save(out/'sae')
+    c.save(out/'run_config.json')
     write_json(out/'eval.json', {m: r.to_dict() for m, r in evals.items()})
     write_json(out/'eval_stats.json', next(iter(evals.values())).to_dict())
     if logged_here: return                  # a group of one logs straight into its log.jsonl
-    with atomic_file(out/'log.jsonl') as f: f.write(''.join(json.dumps({**r, 'sae': 0}) + '\n' for r in log if r['sae'] == i))
+    with atomic_file(out/'log.jsonl') as f:
+        f.write(''.join(json.dumps({**r, 'sae': 0}) + '\n' for r in log if r['sae'] == i))
 
 # %% ../nbs/35_runs.ipynb #d60d78af
 def train_many(
     cfgs:list[RunConfig],      # runs; those sharing model and train settings train together
     device:str|torch.device|None=None,  # None: CUDA when available
     progress:bool=True,
-    resume:bool=True,          # continue from checkpoints left by an interrupted run (when train.checkpoint_every is set)
+    resume:bool=True,          # continue from an interrupted run's checkpoints (when train.checkpoint_every is set)
 )->list[dict]:
     "Train, evaluate and write every run, one data stream per group of compatible runs; one result per config"
     dev, results = as_device(device), [None] * len(cfgs)
     groups = {}
     for j, c in enumerate(cfgs): groups.setdefault(_group_key(c), []).append(j)
     for idx in groups.values():
-        cs = [cfgs[j] for j in idx]; t = cs[0].train
+        cs = [cfgs[j] for j in idx]
+        t = cs[0].train
         model = load_model(cs[0].model, cs[0].model_path, dev)
         saes = [build_sae(c.sae, model.hidden_dim, dev) for c in cs]
         ck = t.checkpoint_dir or (str(Path(cs[0].out_dir)/'checkpoints') if cs[0].out_dir else None)
-        if t.checkpoint_every and ck is None: raise ValueError("train.checkpoint_every needs train.checkpoint_dir or out_dir")
+        if t.checkpoint_every and ck is None:
+            raise ValueError("train.checkpoint_every needs train.checkpoint_dir or out_dir")
         e = cs[0].eval
-        eval_fn = (lambda ss, step: [evaluate(s, model, e.num_samples, e.batch_size, e.seed, device=dev).to_log_dict() for s in ss]) if t.eval_every else None
+        eval_fn = (lambda ss, step: [evaluate(s, model, e.num_samples, e.batch_size, e.seed, device=dev).to_log_dict()
+                                     for s in ss]) if t.eval_every else None
         with tempfile.TemporaryDirectory() as tmp:
             log_path = _group_log_path(cs, tmp)
             t_run = replace(t, checkpoint_dir=ck if t.checkpoint_every else None)
@@ -134,7 +151,8 @@ def train_many(
                              resume=resume and bool(t.checkpoint_every))
             log = read_log(log_path) if log_path.exists() else []
         for k, (j, c, s) in enumerate(zip(idx, cs, saes)):
-            evals = evaluate_modes(s, model, num_samples=c.eval.num_samples, batch_size=c.eval.batch_size, seed=c.eval.seed, device=dev, progress=progress)
+            evals = evaluate_modes(s, model, num_samples=c.eval.num_samples, batch_size=c.eval.batch_size,
+                                   seed=c.eval.seed, device=dev, progress=progress)
             if c.out_dir is not None: _write_run(c, s, evals, log, k, len(cs) == 1)
             results[j] = dict(config=c, sae=s, eval=evals, log=[r for r in log if r['sae'] == k], out_dir=c.out_dir,
                               sampling=model.sampling_strategy)  # 'sparse' or 'dense': which sampler drew the batches

@@ -64,8 +64,8 @@ def world_statistics(model:SyntheticModel, num_samples:int=20_000, batch_size:in
     l0, l0_top = torch.cat(l0s, 1).double()
     rate, p_base = counts / num_samples, model.base_firing_probabilities.double().cpu()
     ratio = {g: float(rate[m].sum() / p_base[m].sum()) for g, m in feature_groups(model).items() if m.any()}
-    return WorldStats(num_samples, float(p_base.sum()), float(model.firing_probabilities.double().sum()), float(l0.mean()),
-                      float(l0.std()), k, float(l0_top.mean()), ratio, sq / num_samples,
+    return WorldStats(num_samples, float(p_base.sum()), float(model.firing_probabilities.double().sum()),
+                      float(l0.mean()), float(l0.std()), k, float(l0_top.mean()), ratio, sq / num_samples,
                       superposition_stats(model.feature_vectors, percentiles=()).rho_mm if rho else None,
                       rate.float(), torch.bincount(l0.long()))
 
@@ -76,9 +76,13 @@ def plot_world_stats(st:WorldStats, title:str='')->'Figure':
     fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3), dpi=90)
     a.bar(range(len(st.l0_hist)), st.l0_hist.numpy() / st.num_samples, width=1.)
     a.axvline(st.mean_l0, color='k', ls='--', lw=0.8, label=f'mean {st.mean_l0:.1f}')
-    a.set(xlabel='L0 (active features per sample)', ylabel='fraction of samples'); a.legend()
+    a.set(xlabel='L0 (active features per sample)', ylabel='fraction of samples')
+    a.legend()
     names = list(st.rate_ratio)
-    b.bar(names, [st.rate_ratio[k] for k in names]); b.axhline(1, color='k', lw=0.8)
-    b.set(ylabel='realised / base rate'); b.tick_params(axis='x', rotation=30)
-    fig.suptitle(title); fig.tight_layout()
+    b.bar(names, [st.rate_ratio[k] for k in names])
+    b.axhline(1, color='k', lw=0.8)
+    b.set(ylabel='realised / base rate')
+    b.tick_params(axis='x', rotation=30)
+    fig.suptitle(title)
+    fig.tight_layout()
     return fig

@@ -39,7 +39,8 @@ def assert_sums_close(
     dtype:torch.dtype|None=None,  # dtype the sums are computed in; None takes `actual`'s
 ):
     "Entrywise |actual − expected| ≤ terms·eps·magnitude; the message names the worst entry"
-    if actual.shape != expected.shape: raise AssertionError(f"shapes differ: {tuple(actual.shape)} and {tuple(expected.shape)}")
+    if actual.shape != expected.shape:
+        raise AssertionError(f"shapes differ: {tuple(actual.shape)} and {tuple(expected.shape)}")
     err = (actual.detach().cpu().double() - expected.detach().cpu().double()).abs()
     M = torch.as_tensor(magnitude, dtype=torch.float64).cpu().expand_as(err)
     bound = terms * torch.finfo(dtype or actual.dtype).eps * M

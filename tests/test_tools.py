@@ -35,3 +35,38 @@ def test_train_bench_tiny(tmp_path, monkeypatch):
     res = main(scale='tiny', n_steps=3, out=str(tmp_path/'train.json'))
     assert all(res[k]['samples_per_s'] > 0 for k in ('data', 'step', 'train', 'train_prefetch'))
     assert 'skipped' in res['reference'] and 'skipped' in summary(res)
+
+
+def test_train_profile_tiny(tmp_path):
+    "Every architecture's step is timed phase by phase; the TopK family with both backward paths and AuxK off/on"
+    from tools.train_bench import main, PHASES
+    res = main(scale='tiny', n_steps=1, profile=True, out=str(tmp_path/'profile.json'))
+    rows = res['profile']
+    assert len(rows) == 3 + 3 * 4 and all(r[p] >= 0 for r in rows for p in PHASES)
+    assert {(r['path'], r['auxk']) for r in rows if r['arch'] == 'batchtopk'} == {
+        (p, a) for p in ('sparse', 'dense') for a in ('off', 'all dead')}
+    assert json.loads((tmp_path/'profile.json').read_text())['scale'] == 'tiny'
+
+
+def test_bench_repeats_tiny(tmp_path):
+    "The sampler timed in fresh processes: min <= median <= max over the repeats"
+    from tools.bench import main
+    s = main(scale='tiny', n_batches=2, repeats=2, only_repeats=True, reference_python='', out=str(tmp_path/'rep'))
+    o = s['repeats']['ours']
+    assert len(o['values']) == 2 and 0 < o['min'] <= o['median'] <= o['max']
+    assert json.loads((tmp_path/'rep.json').read_text())['repeats']['omp_wait_policy'] == 'PASSIVE'
+
+
+def test_lint_drops_only_nbdevs_all_line(tmp_path):
+    "tools/lint.py drops E501 only on the first line of nbdev's generated `__all__`; other long or `;` lines fail"
+    pytest.importorskip('ruff')
+    from tools.lint import findings, main
+    names = ', '.join(f"'name_{i:02d}'" for i in range(12))
+    src = ['"A module as nbdev writes it"', '', '# %% auto #0', f"__all__ = [{names},", "           'last']", '',
+           'x = 1; y = 2', f"z = '{'a' * 120}'", f"__all__ = [{names}, 'last']", '']
+    assert len(src[3]) > 120 and len(src[8]) > 120
+    f = tmp_path/'mod.py'
+    f.write_text('\n'.join(src))
+    assert [(r['code'], r['location']['row']) for r in findings([f])] == [('E702', 7), ('E501', 8), ('E501', 9)]
+    (tmp_path/'ok.py').write_text('\n'.join(src[:6]))
+    assert findings([tmp_path/'ok.py']) == [] and main([str(tmp_path/'ok.py')]) == 0 and main([str(f)]) == 1

@@ -60,6 +60,27 @@ def test_dead_mask_skipping_and_prefetch_are_exact(tiny):
     c = train_sae(make_sae('topk', tiny.hidden_dim, 64, k=2, seed=0), tiny, 30 * 64, log_every=13, prefetch=True, **kw)
     assert same_weights(a, b) and same_weights(a, c)
 
+@pytest.mark.parametrize('mat_aux', [False, True])
+def test_sparse_backward_trains_as_the_dense_path(tiny, mat_aux):
+    # 20 steps with dead latents from step 4 (AuxK on): the backward through the selected pre-activations only
+    # (`sparse_grad`, the default) against the dense backward. The two differ in the order of the gradients' sums:
+    # each of T Adam steps moves a parameter by about lr, and a sum of n terms changes by at most n·eps relatively,
+    # so the parameters may differ by n·eps·(T·lr) with n = T·B (the gradient's sum over the batch, at each step).
+    T, B, lr = 20, 64, 1e-3
+    def cfg(a):
+        c = tiny_cfg(a, tiny.hidden_dim)
+        return replace(c, use_matryoshka_aux_loss=mat_aux) if a == 'matryoshka_batchtopk' else c
+    dense = [ARCHS[a](cfg(a)) for a in ARCHS]
+    for s in dense: s.sparse_grad = False
+    kw = dict(batch_size=B, lr=lr, progress=False, norm_batches=2, dead_feature_window=3, log_every=5)
+    dense = train_sae(dense, tiny, T * B, **kw)
+    sparse = train_sae([ARCHS[a](cfg(a)) for a in ARCHS], tiny, T * B, **kw)
+    for d, s in zip(dense, sparse):
+        assert s.sparse_grad and not d.sparse_grad
+        for (name, p), q in zip(d.named_parameters(), s.parameters()):
+            assert_sums_close(q, p, terms=T * B, magnitude=T * lr, dtype=torch.float32)
+        assert torch.equal(d.W_dec, s.W_dec) or d.architecture in ('topk', 'batchtopk', 'matryoshka_batchtopk')
+
 RESUME_SCRIPT = """
 import sys, torch
 torch.set_num_threads(1)

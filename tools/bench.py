@@ -13,11 +13,19 @@ if it has `sae_lens`), runs in a subprocess on the *same* world (saved by us and
   orthogonalisation steps (100 for the 16k world), probabilities and magnitudes; the reference's 100 steps
   would take too long, so its per-step time is extrapolated;
 * **rho_mm**: `superposition_stats` over all N(N−1) pairs, with and without the per-feature percentiles;
+* **repeats** (`--repeats N`, N ≥ 1): samples/s in N fresh processes each, ours and the reference's interleaved,
+  as min / median / max, with the ratio of each pair. Fresh processes, because what varies is per process.
+  Why the spread: torch's OpenMP threads, once a parallel region ends, *spin* waiting for the next one (libgomp's
+  default wait policy). The sampler runs many small parallel regions per batch; on a 2-core machine where any other
+  process runs, a spinning thread takes the core its partner (or the other process) needs, and a region waits
+  for a descheduled thread. So our samples/s fall by up to 10× with whatever else runs, and vary between runs,
+  while the reference's few large products barely notice. `OMP_WAIT_POLICY=PASSIVE` (threads sleep when idle)
+  removes it; the repeats run both libraries with `--omp_wait_policy` (default PASSIVE) in their environment.
 * **scaling**: samples/s of independent features (no hierarchy, no copula) at a fixed expected L0 as N grows:
   the sampler's cost follows L0, not N (what bounds it is discussed in the sampler notebook).
 """
 from __future__ import annotations
-import os, time
+import json, os, statistics, subprocess, sys, tempfile, time
 from datetime import datetime, timezone
 from pathlib import Path
 import torch
@@ -27,7 +35,7 @@ from synthsae.firing import ZipfianFiringProbabilityConfig
 from synthsae.geometry import superposition_stats
 from synthsae.sampler import FeatureSampler
 from synthsae.model import SyntheticModel, preset
-from synthsae.paper import median_seconds, machine_info, find_reference_python, run_reference
+from synthsae.paper import median_seconds, machine_info, find_reference_python, run_reference, REFERENCE_SCRIPT
 
 
 def model_samples_per_second(model:SyntheticModel, batch_size:int=1024, repeats:int=10)->float:
@@ -86,6 +94,71 @@ def measure_ours(world:str, batch_size:int, n_batches:int, device:str)->tuple[di
     return ours, model
 
 
+OURS_SCRIPT = r'''
+import json, statistics, sys, time, torch
+a = json.loads(sys.argv[1])
+if a['threads']: torch.set_num_threads(a['threads'])
+from synthsae.model import SyntheticModel
+m = SyntheticModel.load(a['path'])
+g = torch.Generator().manual_seed(0)
+m.sample(a['batch_size'], g)
+times = []
+for _ in range(a['repeats']):
+    t = time.perf_counter(); m.sample(a['batch_size'], g); times.append(time.perf_counter() - t)
+print(json.dumps(dict(samples_per_second=a['batch_size'] / statistics.median(times), torch_threads=torch.get_num_threads())))
+'''
+
+
+def _spread(v:list[float])->dict:
+    return dict(min=min(v), median=statistics.median(v), max=max(v), values=v)
+
+
+def repeated_sampling(
+    model:SyntheticModel,      # the world (saved once, loaded by every process)
+    repeats:int=5,             # processes per library
+    batch_size:int=1024,
+    n_batches:int=20,          # timed batches per process (median)
+    threads:int=0,             # torch threads in every process; 0: torch's default
+    reference_python:str|None=None,  # a Python with sae_lens; None: ours only
+    omp_wait_policy:str='PASSIVE',   # OMP_WAIT_POLICY of every process ('' leaves the environment's)
+    timeout:float=1800,
+)->dict:
+    "Samples/s in `repeats` fresh processes per library, interleaved (ours, reference, ours, …): min/median/max"
+    env = {**os.environ, **({'OMP_WAIT_POLICY': omp_wait_policy} if omp_wait_policy else {})}
+    ours, ref, errors = [], [], []
+    with tempfile.TemporaryDirectory() as d:
+        model.save(Path(d)/'world')
+        a = dict(path=str(Path(d)/'world'), batch_size=batch_size, repeats=n_batches, threads=threads)
+        for _ in range(repeats):
+            r = subprocess.run([sys.executable, '-c', OURS_SCRIPT, json.dumps(a)], capture_output=True, text=True,
+                               timeout=timeout, env=env)
+            if r.returncode: raise RuntimeError(f"our sampler process failed:\n{r.stderr[-2000:]}")
+            ours.append(json.loads(r.stdout.strip().splitlines()[-1])['samples_per_second'])
+            if not reference_python: continue
+            ra = dict(a, ortho_steps=0, rho=False)
+            r = subprocess.run([reference_python, '-c', REFERENCE_SCRIPT, json.dumps(ra)], capture_output=True,
+                               text=True, timeout=timeout, env=env)
+            if r.returncode: errors.append(r.stderr[-500:])
+            else: ref.append(json.loads(r.stdout.strip().splitlines()[-1])['samples_per_second'])
+    out = dict(repeats=repeats, n_batches=n_batches, omp_wait_policy=omp_wait_policy or None, ours=_spread(ours))
+    if ref:
+        out['reference'] = _spread(ref)
+        out['ratio'] = _spread([o / r for o, r in zip(ours, ref)])   # each pair ran one after the other
+        out['ratio_of_medians'] = out['ours']['median'] / out['reference']['median']
+    if errors: out['reference_errors'] = errors
+    return out
+
+
+def repeats_markdown(rep:dict)->str:
+    "min / median / max of `repeated_sampling`"
+    rows = [('synthsae samples/s', rep['ours'], ',.0f')]
+    if 'reference' in rep: rows += [('reference samples/s', rep['reference'], ',.0f'), ('ratio (pairs)', rep['ratio'], '.1f')]
+    lines = [f"Sampling in {rep['repeats']} fresh processes per library (median of {rep['n_batches']} batches each), "
+             f"OMP_WAIT_POLICY={rep['omp_wait_policy']}", '', '| | min | median | max |', '|---|---|---|---|']
+    lines += [f"| {n} | {v['min']:{f}} | {v['median']:{f}} | {v['max']:{f}} |" for n, v, f in rows]
+    return '\n'.join(lines) + '\n'
+
+
 def summarize(ours:dict, reference:dict|None, scaling:list[dict])->dict:
     "Ratios of ours to the reference, with the reference's build extrapolated from its per-step orthogonalisation time"
     out = dict(ours=ours, reference=reference, scaling=scaling, ratios={})
@@ -125,7 +198,8 @@ def results_markdown(summary:dict)->str:
 
 
 def run_benchmark(scale:str='tiny', device:str='cpu', batch_size:int=1024, n_batches:int=10, threads:int=0,
-                  reference_python:str|None=None, reference_ortho_steps:int=1)->dict:
+                  reference_python:str|None=None, reference_ortho_steps:int=1, repeats:int=0,
+                  omp_wait_policy:str='PASSIVE')->dict:
     "Every measurement of one scale ('tiny': seconds, a smoke test; 'full': the 16k world), summarised"
     if scale not in ('tiny', 'full'): raise ValueError(f"scale must be 'tiny' or 'full', got {scale!r}")
     old = torch.get_num_threads()
@@ -139,6 +213,8 @@ def run_benchmark(scale:str='tiny', device:str='cpu', batch_size:int=1024, n_bat
             try: reference = run_reference(model, python, batch_size, n_batches, reference_ortho_steps, threads or torch.get_num_threads())
             except Exception as e: reference = dict(error=str(e)[-500:])
         summary = summarize(ours, reference, scaling)
+        if repeats and torch.device(device).type == 'cpu':
+            summary['repeats'] = repeated_sampling(model, repeats, batch_size, n_batches, threads, python, omp_wait_policy)
         summary['machine'] = machine_info()
     finally: torch.set_num_threads(old)
     summary['params'] = dict(scale=scale, device=device, batch_size=batch_size, n_batches=n_batches, threads=threads)
@@ -156,10 +232,27 @@ def main(
     reference_python:Param("a Python with sae_lens ('' = $SYNTHSAE_REFERENCE_PYTHON, else this one if it has sae_lens, else skip)", str)='',
     reference_ortho_steps:Param("the reference's orthogonalisation steps timed (extrapolated to ours)", int)=1,
     out:Param("write <out>.json and <out>.md ('' = print only)", str)='',
+    repeats:Param("also time sampling in this many fresh processes per library (min/median/max; CPU only)", int)=0,
+    omp_wait_policy:Param("OMP_WAIT_POLICY of the repeated processes ('' = the environment's)", str)='PASSIVE',
+    only_repeats:Param("run only the repeated-process sampling measurement", bool)=False,
 )->dict:
     "Time the data engine, ours beside the reference's, and print the results table"
-    summary = run_benchmark(scale, device, batch_size, n_batches, threads, reference_python, reference_ortho_steps)
-    md = results_markdown(summary)
+    if only_repeats:
+        old = torch.get_num_threads()
+        if threads: torch.set_num_threads(threads)
+        try:
+            model = SyntheticModel.from_preset('synthsaebench-16k' if scale == 'full' else 'tiny', device='cpu')
+            python = find_reference_python(reference_python or os.environ.get('SYNTHSAE_REFERENCE_PYTHON', ''))
+            summary = dict(repeats=repeated_sampling(model, max(repeats, 1), batch_size, n_batches, threads, python,
+                                                     omp_wait_policy), machine=machine_info())
+        finally: torch.set_num_threads(old)
+        md = repeats_markdown(summary['repeats'])
+        print(md)
+        if out: write_json(f'{out}.json', summary)
+        return summary
+    summary = run_benchmark(scale, device, batch_size, n_batches, threads, reference_python, reference_ortho_steps,
+                            repeats, omp_wait_policy)
+    md = results_markdown(summary) + ('\n' + repeats_markdown(summary['repeats']) if 'repeats' in summary else '')
     print(md)
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,13 @@ The headline SAE of the benchmark: **BatchTopK, L = 4,096, k = 25, on the SynthS
   `$SYNTHSAE_REFERENCE_PYTHON`): its `SAETrainer.fit` on the same world folder, end to end and on a fixed batch,
   in a subprocess so that the two libraries never share a process.
 
-Timings on a shared machine are noisy; compare only numbers from one run.
+`--profile` times instead each phase of `sae_step` (data, forward, backward, clip, Adam, bookkeeping, and the
+encoder's dense product alone) for every architecture, the TopK family with its sparse and its dense backward and
+with AuxK off or at full cost (every latent dead): `make train-profile`.
+
+Timings on a shared machine are noisy; compare only numbers from one run. On a 2-core machine shared with other
+processes, run with `OMP_WAIT_POLICY=PASSIVE` (the make targets do): with libgomp's default, idle OpenMP threads
+spin and every parallel region can wait for a descheduled thread (see `tools/bench.py`).
 """
 from __future__ import annotations
 import json, os, platform, subprocess, time
@@ -23,7 +29,8 @@ from fastcore.script import call_parse, Param
 from synthsae.core import config_hash, write_json
 from synthsae.model import SyntheticModel, preset, default_cache_dir
 from synthsae.saes import make_sae
-from synthsae.training import train_sae
+from synthsae.training import train_sae, sae_step, step_state
+from synthsae.saes import ARCHS, paper_sae_config
 
 SCALES = {'tiny': dict(preset='tiny', d_sae=64, k=5., batch_size=256, n_steps=20),
           'full': dict(preset='synthsaebench-16k', d_sae=4096, k=25., batch_size=1024, n_steps=10)}
@@ -71,6 +78,70 @@ def bench_step(model:SyntheticModel, d_sae:int, k:float, batch_size:int, n_steps
 def bench_train(model:SyntheticModel, d_sae:int, k:float, batch_size:int, n_steps:int, device, prefetch:bool=False)->dict:
     "Samples/s of `train_sae` end to end (data + step)"
     return _timed_train(model, d_sae, k, batch_size, n_steps, device, prefetch)
+
+
+PHASES = ('data', 'encoder product', 'forward', 'backward', 'clip', 'adam', 'bookkeeping')
+TOPK_FAMILY = ('topk', 'batchtopk', 'matryoshka_batchtopk')
+
+
+def profile_step(
+    model:SyntheticModel,      # the world; batches come from its training stream
+    arch:str,                  # a key of `ARCHS`; the paper's config at this size (`paper_sae_config`)
+    d_sae:int, k:float, batch_size:int,
+    n_steps:int=5,             # timed steps (after one untimed)
+    device='cpu',
+    sparse_grad:bool=True,     # False: the dense backward (the oracle)
+    dead:bool=False,           # True: every latent is dead from the first step on (AuxK at its full cost)
+)->dict:                       # ms per step of each phase of `PHASES`, their sum 'step', and 'samples_per_s'
+    "Median time of each phase of `sae_step` (data drawn apart; 'encoder product' is x W_enc + b alone, no grad)"
+    cfg = paper_sae_config(arch, model.hidden_dim, d_sae, k if arch in TOPK_FAMILY else max(1., k), seed=0)
+    sae = ARCHS[arch](cfg)
+    sae.sparse_grad = sparse_grad
+    m = step_state(sae, 1e-4, device)
+    window = -1 if dead else 10 ** 9                       # since_fired > -1 marks every latent dead
+    times = {p: [] for p in PHASES}
+    for t in range(n_steps + 1):
+        _sync(device)
+        t0 = time.perf_counter()
+        x = model.sample(batch_size, model.batch_generator(t, 'train', 3)).to(device)
+        _sync(device)
+        t1 = time.perf_counter()
+        if not sae.tied:                                   # Matching Pursuit has no encoder product
+            with torch.no_grad(): sae.hidden_pre(x)
+        _sync(device)
+        last = [time.perf_counter()]
+        lap = {'data': t1 - t0, 'encoder product': last[0] - t1}
+        def mark(phase):
+            _sync(device)
+            now = time.perf_counter()
+            lap[phase] = now - last[0]
+            last[0] = now
+        sae_step(m, x, t, 1e-4, dead_feature_window=window, mark=mark)
+        if t: [times[p].append(lap[p]) for p in PHASES]
+    med = {p: 1e3 * sorted(v)[len(v) // 2] for p, v in times.items()}
+    med['step'] = sum(v for p, v in med.items() if p not in ('data', 'encoder product'))
+    med['samples_per_s'] = batch_size / (med['step'] + med['data']) * 1e3
+    return med
+
+
+def profile_all(model:SyntheticModel, d_sae:int, k:float, batch_size:int, n_steps:int=5, device='cpu')->list[dict]:
+    "`profile_step` rows: every architecture, the TopK family also with the dense backward and with all latents dead"
+    rows = []
+    for arch in ARCHS:
+        variants = [(True, False)] + ([(False, False), (True, True), (False, True)] if arch in TOPK_FAMILY else [])
+        for sparse, dead in variants:
+            r = profile_step(model, arch, d_sae, k, batch_size, n_steps, device, sparse, dead)
+            rows.append(dict(arch=arch, path='sparse' if sparse and arch in TOPK_FAMILY else 'dense',
+                             auxk='all dead' if dead else 'off', **{p: round(v, 1) for p, v in r.items()}))
+    return rows
+
+
+def profile_table(rows:list[dict])->str:
+    "Markdown table of `profile_all`'s rows (ms per step)"
+    cols = ['arch', 'path', 'auxk', *PHASES, 'step', 'samples_per_s']
+    out = ['| ' + ' | '.join(cols) + ' |', '|' + '---|' * len(cols)]
+    out += ['| ' + ' | '.join(str(round(r[c]) if c == 'samples_per_s' else r[c]) for c in cols) + ' |' for r in rows]
+    return '\n'.join(out)
 
 
 REFERENCE_SCRIPT = r'''
@@ -181,8 +252,20 @@ def main(
     reference_python:Param("a Python that imports sae_lens; default $SYNTHSAE_REFERENCE_PYTHON, else skipped", str)=None,
     threads:Param("torch CPU threads for our measurements; default: torch's", int)=None,
     out:Param("write the results to this JSON file", str)=None,
+    profile:Param("instead, time each phase of a step for every architecture (`profile_all`) and print the table", bool)=False,
 )->dict:
     "Measure training throughput and print the summary"
+    if profile:
+        c = dict(SCALES[scale])
+        if threads: torch.set_num_threads(threads)
+        model = SyntheticModel.from_preset(c['preset'], device=device)
+        rows = profile_all(model, c['d_sae'], c['k'], batch_size or c['batch_size'], n_steps or 5, device)
+        res = dict(scale=scale, device=device, threads=torch.get_num_threads(), profile=rows,
+                   omp_wait_policy=os.environ.get('OMP_WAIT_POLICY'),
+                   load_avg=os.getloadavg()[0] if hasattr(os, 'getloadavg') else None)
+        if out: write_json(out, res)
+        print(profile_table(rows))
+        return res
     res = run_benchmark(scale, device, batch_size, n_steps, reference_python or os.environ.get('SYNTHSAE_REFERENCE_PYTHON'), threads)
     if out: write_json(out, res)
     print(json.dumps(summary(res), indent=2))
