@@ -29,9 +29,10 @@ export-check: install
 
 # readable lines in the exported code: at most 120 characters, one statement per line (ruff, as pyproject.toml sets
 # it; tools/lint.py drops only nbdev's generated `__all__` line, which can reach 130). The modules whose notebooks are
-# fixed; this becomes the whole package (LINT_MODULES = synthsae) once the owners' fixes of 05, 12 and 45 land
+# fixed; this becomes the whole package (LINT_MODULES = synthsae) once the owners' fixes of 12 and 45 land
 LINT_MODULES ?= $(addprefix synthsae/,__init__.py testing.py core.py geometry.py firing.py correlation.py hierarchy.py \
-	model.py stats.py fixtures.py evaluation.py probes.py runs.py figures.py paper.py cli.py saes.py training.py)
+	model.py stats.py sampler.py fixtures.py evaluation.py probes.py runs.py figures.py paper.py cli.py saes.py training.py \
+	gpu_check.py)
 lint: install
 	$(PY) tools/lint.py $(LINT_MODULES)
 

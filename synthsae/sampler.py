@@ -19,7 +19,7 @@ __all__ = ['SAMPLER_THREADS', 'SAMPLING_STRATEGIES', 'sampling_threads', 'Sparse
            'bernoulli_positions', 'FiringTiers', 'firing_tiers', 'independent_firing', 'draw_magnitudes',
            'segment_winners', 'SamplerConfig', 'resolve_strategy', 'FeatureSampler', 'set_firing_probabilities',
            'set_config', 'dense_firing', 'dense_features', 'segment_proposals', 'copula_firing_thinned',
-           'sparse_features', 'demo_sampler', 'hierarchy_violations']
+           'sparse_features', 'hierarchy_violations']
 
 # %% ../nbs/05_sampler.ipynb #dcccf8c1
 SAMPLER_THREADS:int|None = None  # intra-op threads while sampling on the CPU; None keeps torch's setting
@@ -528,28 +528,6 @@ def _sparse_features(self:FeatureSampler, batch_size:int, generator=None)->Spars
     return sparse_from_pairs(rows, cols, vals, batch_size, self.num_features)
 FeatureSampler.sparse_features, FeatureSampler._sparse_features = sparse_features, _sparse_features
 
-
-# %% ../nbs/05_sampler.ipynb #6bff8d77
-def demo_sampler(
-    num_features:int=200,          # N
-    rank:int=4,                    # copula rank; 0: independent firing
-    correlation_scale:float=0.2,   # copula strength
-    seed:int=0,                    # world seed
-    config:SamplerConfig|None=None,  # sampler settings; None: `SamplerConfig()`
-)->FeatureSampler:
-    "A small world with hierarchy (4 roots, branching 3, depth 2, ME, rescale), copula and compensation"
-    from synthsae.correlation import generate_random_low_rank_correlation_matrix
-    from synthsae.hierarchy import HierarchyConfig, compensate_probabilities, flatten_hierarchy, generate_hierarchy
-    cfg = HierarchyConfig(total_root_nodes=4, branching_factor=3, max_depth=2, mutually_exclusive_portion=1.,
-                          compensate_probabilities=True, scale_children_by_parent=True)
-    roots = generate_hierarchy(cfg, num_features, seed=seed + 3)
-    p_base = torch.linspace(0.4, 0.02, num_features)
-    corr = None
-    if rank: corr = generate_random_low_rank_correlation_matrix(num_features, rank, correlation_scale, seed=seed + 4)
-    g = make_generator(seed)
-    return FeatureSampler(compensate_probabilities(roots, p_base), torch.linspace(2., 1., num_features),
-                          0.3 * torch.rand(num_features, generator=g), *(corr if corr is not None else (None, None)),
-                          hierarchy=flatten_hierarchy(roots, num_features), config=config)
 
 # %% ../nbs/05_sampler.ipynb #bb54d4e7
 def hierarchy_violations(acts:Tensor, flat:FlatHierarchy)->dict:

@@ -3,7 +3,8 @@ from dataclasses import FrozenInstanceError
 from pathlib import Path
 import pytest, torch, warnings
 from synthsae.core import make_generator
-from synthsae.sampler import SamplerConfig, demo_sampler, resolve_strategy
+from synthsae.sampler import SamplerConfig, resolve_strategy
+from synthsae.fixtures import demo_sampler
 from synthsae.testing import assert_sums_close
 
 DATA = Path(__file__).parent/'data'/'sampler_defaults.pt'
