@@ -13,7 +13,7 @@ from .model import SyntheticModel, preset, PRESETS
 from .stats import world_statistics, plot_world_stats, WorldStats
 
 # %% auto #0
-__all__ = ['COMMANDS', 'stats_table', 'worlds', 'reproduce', 'train', 'eval', 'docs', 'main', 'card']
+__all__ = ['COMMANDS', 'stats_table', 'worlds', 'reproduce', 'train', 'eval', 'docs', 'main', 'card', 'gpu_check']
 
 # %% ../nbs/90_cli.ipynb #30cb15b6
 def stats_table(
@@ -222,3 +222,21 @@ def card(
     return card_dict(c)
 
 COMMANDS['card'] = card
+
+# %% ../nbs/90_cli.ipynb #7721bd94
+def gpu_check(
+    out:Param("folder receiving gpu_check.json (its parent must exist)", str)='reports/gpu_check',
+    device:Param("'cuda', 'cpu' or 'auto' (CUDA when available)", str)='auto',
+    size:Param("'paper', 'smoke' or 'auto' (paper on CUDA, smoke elsewhere)", str)='auto',
+    budget_s:Param("seconds for everything, world construction included (default: 450 paper, 120 smoke)",
+                   float)=None,
+    training_samples:Param("at most this many training samples (default: 200M paper)", int)=None,
+    eval_samples:Param("evaluation samples (default: 1M paper)", int)=None,
+)->dict:
+    "CUDA-only checks, sampling and SAE throughput, and a budgeted paper-protocol BatchTopK run beside the paper"
+    from synthsae.gpu_check import gpu_check as run_check
+    rec = run_check(out, device, size, budget_s, training_samples, eval_samples)
+    if rec['stopped'] and rec['stopped'].startswith('error'): raise SystemExit(f"gpu-check: {rec['stopped']}")
+    return rec
+
+COMMANDS['gpu-check'] = gpu_check

@@ -14,8 +14,9 @@ from torch import Tensor
 
 # %% auto #0
 __all__ = ['STREAMS', 'DTYPES', 'resolve_seed', 'splitmix64', 'stream_seed', 'make_generator', 'stream_generator', 'stream_id',
-           'as_device', 'package_dir', 'package_version', 'unit_rows', 'cos_sim', 'check_range', 'check_choice',
-           'check_int', 'to_jsonable', 'config_hash', 'flatten_dict', 'atomic_directory', 'atomic_file', 'write_json']
+           'as_device', 'check_device', 'package_dir', 'package_version', 'unit_rows', 'cos_sim', 'check_range',
+           'check_choice', 'check_int', 'to_jsonable', 'config_hash', 'flatten_dict', 'atomic_directory', 'atomic_file',
+           'write_json']
 
 # %% ../nbs/00_core.ipynb #fb0b6edb
 def resolve_seed(seed:int|None)->int:
@@ -66,6 +67,25 @@ def as_device(device:str|torch.device|None=None)->torch.device:
     "A `torch.device`; `None` or 'auto' picks CUDA when available, else CPU"
     if device is None or device == 'auto': return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     return torch.device(device)
+
+# %% ../nbs/00_core.ipynb #e5ce9e39
+def check_device(
+    device:str|torch.device,  # 'cpu', 'cuda', 'cuda:1', … or 'auto' (CUDA when available)
+)->torch.device:
+    "The device, or a ValueError naming it when torch cannot use it here"
+    if device is None or device == 'auto': return as_device(device)
+    try: dev = torch.device(device)
+    except RuntimeError as e: raise ValueError(f"device: {device!r} is not a torch device ({e})") from None
+    if dev.type == 'cuda':
+        if not torch.cuda.is_available():
+            build = f'CUDA {torch.version.cuda}' if torch.version.cuda else 'a CPU-only build'
+            raise ValueError(f"device: {device!r} was asked for but torch sees no usable GPU here "
+                             f"(torch {torch.__version__}, {build}); use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device: {device!r} does not exist; this machine has {torch.cuda.device_count()} GPU(s)")
+    elif not getattr(getattr(torch, dev.type, None), 'is_available', lambda: True)():
+        raise ValueError(f"device: {device!r} is not available here; use --device cpu")
+    return dev
 
 # %% ../nbs/00_core.ipynb #68d12055
 def package_dir()->Path:

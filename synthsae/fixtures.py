@@ -7,9 +7,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 from .saes import make_sae
+from .core import make_generator
+from .sampler import FeatureSampler, SamplerConfig
+from .correlation import generate_random_low_rank_correlation_matrix
+from .hierarchy import HierarchyConfig, compensate_probabilities, flatten_hierarchy, generate_hierarchy
 
 # %% auto #0
-__all__ = ['ToyModel', 'OracleSAE', 'oracle_sae']
+__all__ = ['ToyModel', 'OracleSAE', 'oracle_sae', 'demo_sampler']
 
 # %% ../nbs/15_fixtures.ipynb #848cb41f
 class ToyModel:
@@ -72,3 +76,23 @@ def oracle_sae(
         sae.b_dec.copy_(model.bias)
         if not sae.tied: sae.W_enc.copy_(D.T)
     return sae
+
+# %% ../nbs/15_fixtures.ipynb #6d1ba3fd
+def demo_sampler(
+    num_features:int=200,          # N
+    rank:int=4,                    # copula rank; 0: independent firing
+    correlation_scale:float=0.2,   # copula strength
+    seed:int=0,                    # world seed
+    config:SamplerConfig|None=None,  # sampler settings; None: `SamplerConfig()`
+)->FeatureSampler:
+    "A small world with hierarchy (4 roots, branching 3, depth 2, ME, rescale), copula and compensation"
+    cfg = HierarchyConfig(total_root_nodes=4, branching_factor=3, max_depth=2, mutually_exclusive_portion=1.,
+                          compensate_probabilities=True, scale_children_by_parent=True)
+    roots = generate_hierarchy(cfg, num_features, seed=seed + 3)
+    p_base = torch.linspace(0.4, 0.02, num_features)
+    corr = None
+    if rank: corr = generate_random_low_rank_correlation_matrix(num_features, rank, correlation_scale, seed=seed + 4)
+    g = make_generator(seed)
+    return FeatureSampler(compensate_probabilities(roots, p_base), torch.linspace(2., 1., num_features),
+                          0.3 * torch.rand(num_features, generator=g), *(corr if corr is not None else (None, None)),
+                          hierarchy=flatten_hierarchy(roots, num_features), config=config)

@@ -333,8 +333,9 @@ def gated_values(
     inv_mu:Tensor,     # (K,) 1/μ_parent for rescaling children
 )->Tensor:             # (B, K)
     "Children gated by parent activity: × 1[parent > 0], or × parent/μ_parent for rescaling children"
-    if rescale.all(): return child * parent.clamp_min(0) * inv_mu  # the common cases take fewer passes
-    if not rescale.any(): return child * (parent > 0)
+    if rescale.device.type == 'cpu':  # the common cases take fewer passes (reading the flags would sync on CUDA)
+        if rescale.all(): return child * parent.clamp_min(0) * inv_mu
+        if not rescale.any(): return child * (parent > 0)
     return child * torch.where(rescale, parent.clamp_min(0) * inv_mu, (parent > 0).to(child.dtype))
 
 # %% ../nbs/04_hierarchy.ipynb #f1ed9ec0
@@ -346,6 +347,10 @@ def exclusive_survivors(
 )->Tensor:                                   # (B, G, C) bool: keep
     "Keep mask for ME: in a considered group with > 1 active member, one uniformly random active member survives"
     active = (members > 0) & valid & considered[..., None]
+    if members.device.type != 'cpu':  # fixed shapes, no host sync: a key for every entry (another use of the stream)
+        keys = torch.rand(active.shape, generator=generator, device=members.device).masked_fill(~active, -1.)
+        winner = torch.zeros_like(active).scatter_(-1, keys.argmax(-1, keepdim=True), True)
+        return ~(active & (active.sum(-1, keepdim=True) > 1)) | winner
     keep = torch.ones_like(active)
     b, g = (active.sum(-1) > 1).nonzero(as_tuple=True)  # conflicts only: keys are drawn where they matter
     if len(b):
@@ -430,8 +435,10 @@ def _exclude(self:HierarchyModifier, out:Tensor, L:int, generator:torch.Generato
     valid = members >= 0
     vals = out[:, members.clamp_min(0)]                                          # (B, G, C)
     considered = (gp < 0) | (out[:, gp.clamp_min(0)] > 0)                        # (B, G)
-    b, g, c = (~exclusive_survivors(vals, valid, considered, generator)).nonzero(as_tuple=True)
-    out[b, members[g, c]] = 0
+    drop = ~exclusive_survivors(vals, valid, considered, generator) & valid      # (B, G, C)
+    # zero the dropped entries by a product with 0/1 (padding multiplies column 0 by 1): fixed shapes, no host sync
+    idx = members.clamp_min(0).flatten().expand(len(out), -1)                    # (B, G·C)
+    out.scatter_reduce_(1, idx, (~drop).flatten(1).to(out.dtype), 'prod')
 
 # %% ../nbs/04_hierarchy.ipynb #4d8d0b96
 def hierarchy_modifier(

@@ -21,7 +21,7 @@ from .correlation import (LowRankCorrelationConfig, LowRankCorrelation,
 from .hierarchy import (HierarchyConfig, HierarchyNode, HierarchyModifier, generate_hierarchy,
                                 flatten_hierarchy, compensate_probabilities, validate_hierarchy, hierarchy_to_json,
                                 hierarchy_from_json)
-from .sampler import FeatureSampler, SparseFeatures, sparse_from_pairs
+from .sampler import FeatureSampler, SparseFeatures, sparse_from_pairs, SamplerConfig, resolve_strategy
 
 # %% auto #0
 __all__ = ['PRESETS', 'CONFIG_FILE', 'WEIGHTS_FILE', 'HIERARCHY_FILE', 'EXTRAS_FILE', 'SyntheticModelConfig', 'synth_bench_16k',
@@ -127,7 +127,8 @@ class ActivationGenerator(nn.Module):
         correlation_matrix:LowRankCorrelation|Tensor|None=None,  # low-rank (F, δ) pair or a dense (N, N) matrix
         device:str|torch.device='cpu',
         dtype:str|torch.dtype='float32',
-        method:str='auto',                  # 'auto' (top-down when possible), 'sparse' or 'dense' (the oracle)
+        method:str='auto',                  # 'sparse', 'dense' (the oracle) or 'auto' (`sampler_config.strategy`)
+        sampler_config:SamplerConfig|None=None,  # strategy and tunables of the sampler; None: `SamplerConfig()`
     ):
         super().__init__()
         n = check_range('num_features', num_features, lo=1)
@@ -140,7 +141,8 @@ class ActivationGenerator(nn.Module):
         self.sampler = FeatureSampler(_per_feature(firing_probabilities, n, 'firing_probabilities'),
                                       _per_feature(mean_firing_magnitudes, n, 'mean_firing_magnitudes'),
                                       _per_feature(std_firing_magnitudes, n, 'std_firing_magnitudes'),
-                                      hierarchy=flat, **_correlation_parts(correlation_matrix, n))
+                                      hierarchy=flat, config=sampler_config,
+                                      **_correlation_parts(correlation_matrix, n))
         self.num_features, self.dtype = n, getattr(torch, dtype) if isinstance(dtype, str) else dtype
         self.to(device)
 
@@ -160,7 +162,7 @@ def _correlation_parts(c, n:int)->dict:
 def _sample_sparse(self:ActivationGenerator, batch_size:int, generator:torch.Generator|None=None)->SparseFeatures:
     "Feature activations of `batch_size` samples as (sample, feature, value) triples"
     check_range('batch_size', batch_size, lo=1)
-    if self.method != 'dense' and not self.modifiers: return self.sampler.sparse_features(batch_size, generator)
+    if self.strategy == 'sparse' and not self.modifiers: return self.sampler.sparse_features(batch_size, generator)
     acts = self.sample(batch_size, generator)
     r, c = torch.nonzero(acts, as_tuple=True)
     return sparse_from_pairs(r, c, acts[r, c], batch_size, self.num_features)
@@ -169,11 +171,17 @@ def _sample_sparse(self:ActivationGenerator, batch_size:int, generator:torch.Gen
 def _sample(self:ActivationGenerator, batch_size:int, generator:torch.Generator|None=None)->Tensor:
     "Dense feature activations `(B, N)`"
     check_range('batch_size', batch_size, lo=1)
-    if self.method == 'dense': acts = self.sampler.dense_features(batch_size, generator)
+    if self.strategy == 'dense': acts = self.sampler.dense_features(batch_size, generator)
     else: acts = self.sampler.sparse_features(batch_size, generator).to_dense()
     for m in self.modifiers: acts = torch.relu(m(acts))
     return acts.to(self.dtype)
 ActivationGenerator.sample_sparse, ActivationGenerator.sample = _sample_sparse, _sample
+
+@patch_to(ActivationGenerator, as_prop=True)
+def strategy(self)->str:
+    "'sparse' or 'dense': `method`, or with 'auto' the sampler config's strategy resolved for this device and N"
+    if self.method != 'auto': return self.method
+    return resolve_strategy(self.sampler.config, self.sampler.mean_magnitudes.device, self.num_features)
 
 # %% ../nbs/06_model.ipynb #14e3f236
 def build_world(cfg:SyntheticModelConfig, progress:bool=False)->dict:
@@ -252,7 +260,10 @@ def sample_with_features(self, batch_size:int, generator:torch.Generator|None=No
 @torch.no_grad()
 def sample(self, batch_size:int, generator:torch.Generator|None=None)->Tensor:
     "Hidden activations `x = f W + b` of `batch_size` fresh samples: (B, D)"
-    return self.activation_generator.sample_sparse(batch_size, generator).hidden(self.feature_vectors, self.bias)
+    ag = self.activation_generator
+    if ag.strategy == 'dense':  # fixed shapes, no host sync: (B, N) features times W
+        return torch.addmm(self.bias, ag.sample(batch_size, generator), self.feature_vectors)
+    return ag.sample_sparse(batch_size, generator).hidden(self.feature_vectors, self.bias)
 
 @patch_to(SyntheticModel)
 @torch.no_grad()
@@ -275,6 +286,18 @@ def batches(self, batch_size:int, stream:str|int='train', start:int=0, stop:int|
     while stop is None or t < stop:
         yield self.sample(batch_size, self.batch_generator(t, stream, seed))
         t += 1
+
+# %% ../nbs/06_model.ipynb #f6a3af84
+@patch_to(SyntheticModel, as_prop=True)
+def sampler_config(self)->SamplerConfig: return self.activation_generator.sampler.config
+@patch_to(SyntheticModel, as_prop=True)
+def sampling_strategy(self)->str: return self.activation_generator.strategy
+
+@patch_to(SyntheticModel)
+def set_sampler_config(self, cfg:SamplerConfig)->SyntheticModel:
+    "Draw batches with the sampler settings `cfg` from now on; returns the model"
+    self.activation_generator.sampler.set_config(cfg)
+    return self
 
 # %% ../nbs/06_model.ipynb #c6698d2d
 CONFIG_FILE, WEIGHTS_FILE, HIERARCHY_FILE, EXTRAS_FILE = ('synthetic_model_config.json', 'synthetic_model.safetensors',

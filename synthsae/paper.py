@@ -896,7 +896,8 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
-from .core import atomic_file, check_choice, config_hash, to_jsonable, write_json, package_dir, package_version
+from .core import (atomic_file, check_choice, config_hash, to_jsonable, write_json, package_dir, package_version,
+                           check_device)
 
 # %% ../nbs/80_paper_reproduce.ipynb #46718b30
 NOTEBOOKS = {
@@ -1190,6 +1191,35 @@ def _records(out:Path, names:list)->dict:
         if p.is_file(): recs[n] = json.loads(p.read_text())
     return recs
 
+def _notebooks_folder(nbs_dir:str|Path|None, names:list, out:Path)->Path:
+    "The notebooks' folder, once every requested notebook and the reproduction folder's parent are known to exist"
+    if not out.parent.exists():
+        raise FileNotFoundError(f"out: the parent folder of {str(out)!r} does not exist ({out.parent}); "
+                                "create it first")
+    nbs = Path(nbs_dir) if nbs_dir is not None else default_nbs_dir()
+    missing = [n for n in names if not (nbs/f'{n}.ipynb').is_file()]
+    if missing: raise FileNotFoundError(f"notebooks {missing} not found in {nbs}")
+    return nbs
+
+def _run_or_skip(n:str, nbs:Path, out:Path, scale:str, device:str, ov:dict, force:bool, kernel:str)->NotebookRun:
+    "Run notebook `n`, or skip it when it already finished with these settings (keeping its earlier run time)"
+    if not force and is_finished(out, n, scale, ov):
+        return NotebookRun(n, 'skipped', earlier_seconds(out, n) or 0., None)
+    (out/n).mkdir(exist_ok=True)
+    r = run_notebook(nbs/f'{n}.ipynb', out, _params(scale, device, out/n, ov), kernel)
+    if r.status == 'ran' and not (out/n/f'{n}.json').is_file():
+        r = r._replace(status='failed', error=f'{n} ran but wrote no {n}.json')
+    return r
+
+def _summary(scale:str, device:str, runs:dict, recs:dict, wall_s:float)->dict:
+    "summary.json: how each notebook ran, the findings, every comparison with the paper and every record"
+    comparisons = [dict(c, notebook=n) for n, r in recs.items() for c in r.get('comparisons', [])]
+    return dict(scale=scale, device=str(device), version=package_version(), wall_s=wall_s,
+                notebooks_s=sum(r['seconds'] for r in runs.values()),
+                finished=datetime.now(timezone.utc).isoformat(timespec='seconds'), notebooks=runs,
+                failed=[n for n, r in runs.items() if r['status'] == 'failed'],
+                findings=findings(recs), comparisons=comparisons, numbers=recs)
+
 def reproduce(
     scale:str='cpu',               # 'tiny' | 'cpu' | 'paper'
     device:str='cpu',              # torch device for every notebook
@@ -1208,37 +1238,20 @@ def reproduce(
     "Run the reproduction notebooks at `scale`, resume finished ones, and write summary.json and report.html"
     from tqdm.auto import tqdm
     check_choice('scale', scale, SCALES)
+    check_device(device)  # before any work: '--device cuda' on a machine without a GPU
     cat = NOTEBOOKS if catalog is None else catalog
     names, out = select_notebooks(only, cat), Path(out)
-    if not out.parent.exists():
-        raise FileNotFoundError(f"out: the parent folder of {str(out)!r} does not exist ({out.parent}); "
-                                "create it first")
-    nbs = Path(nbs_dir) if nbs_dir is not None else default_nbs_dir()
-    missing = [n for n in names if not (nbs/f'{n}.ipynb').is_file()]
-    if missing: raise FileNotFoundError(f"notebooks {missing} not found in {nbs}")
+    nbs = _notebooks_folder(nbs_dir, names, out)
     out.mkdir(exist_ok=True)
     ov = dict(seeds=seeds, l0s=l0s, architectures=architectures, training_samples=training_samples)
     t0, runs = time.perf_counter(), {}
     bar = tqdm(names, desc=f'reproduce ({scale})', disable=not progress)
     for n in bar:
         bar.set_postfix_str(n)
-        if not force and is_finished(out, n, scale, ov):
-            r = NotebookRun(n, 'skipped', earlier_seconds(out, n) or 0., None)
-        else:
-            (out/n).mkdir(exist_ok=True)
-            r = run_notebook(nbs/f'{n}.ipynb', out, _params(scale, device, out/n, ov), kernel)
-            if r.status == 'ran' and not (out/n/f'{n}.json').is_file():
-                r = r._replace(status='failed', error=f'{n} ran but wrote no {n}.json')
+        r = _run_or_skip(n, nbs, out, scale, device, ov, force, kernel)
         if r.status == 'failed': tqdm.write(f'FAILED {n}: {r.error}')
         runs[n] = dict(r._asdict(), items=list(cat[n]), executed=f'notebooks/{n}.ipynb', folder=n)
-    recs = _records(out, names)
-    comparisons = [dict(c, notebook=n) for n, r in recs.items() for c in r.get('comparisons', [])]
-    summary = dict(scale=scale, device=str(device), version=package_version(), wall_s=time.perf_counter() - t0,
-                   notebooks_s=sum(r['seconds'] for r in runs.values()),
-                   finished=datetime.now(timezone.utc).isoformat(timespec='seconds'), notebooks=runs,
-                   failed=[n for n, r in runs.items() if r['status'] == 'failed'],
-                   findings=findings(recs), comparisons=comparisons,
-                   numbers=recs)
+    summary = _summary(scale, device, runs, _records(out, names), time.perf_counter() - t0)
     write_json(out/'summary.json', summary)
     render_report(out, summary)
     return summary

@@ -154,7 +154,8 @@ def train_many(
             evals = evaluate_modes(s, model, num_samples=c.eval.num_samples, batch_size=c.eval.batch_size,
                                    seed=c.eval.seed, device=dev, progress=progress)
             if c.out_dir is not None: _write_run(c, s, evals, log, k, len(cs) == 1)
-            results[j] = dict(config=c, sae=s, eval=evals, log=[r for r in log if r['sae'] == k], out_dir=c.out_dir)
+            results[j] = dict(config=c, sae=s, eval=evals, log=[r for r in log if r['sae'] == k], out_dir=c.out_dir,
+                              sampling=model.sampling_strategy)  # 'sparse' or 'dense': which sampler drew the batches
     return results
 
 def run(

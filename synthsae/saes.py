@@ -148,7 +148,8 @@ def sparse_decode(
 
 def runs_to_offsets(sample:Tensor, bs:int)->Tensor:
     "Start offsets (bs,) of each sample's run in a sorted flat list of sample ids (no host sync)"
-    counts = torch.bincount(sample, minlength=bs)
+    counts = torch.zeros(bs, dtype=torch.long, device=sample.device)  # not bincount: it sizes its output by a sync
+    counts.scatter_add_(0, sample, torch.ones_like(sample))
     return counts.cumsum(0) - counts
 
 # %% ../nbs/10_saes.ipynb #829a3093

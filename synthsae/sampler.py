@@ -6,6 +6,7 @@
 from __future__ import annotations
 import math
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import NamedTuple
 import torch, torch.nn.functional as F
 from torch import Tensor, nn
@@ -14,11 +15,11 @@ from .correlation import firing_thresholds
 from .hierarchy import FlatHierarchy, HierarchyModifier
 
 # %% auto #0
-__all__ = ['SAMPLER_THREADS', 'DENSE_TOP_MAX', 'COPULA_DIRECT_P', 'COPULA_BLOCK_WIDTH', 'COPULA_ROWS', 'NEVER',
-           'GEOMETRIC_ROUNDS', 'sampling_threads', 'SparseFeatures', 'sparse_from_pairs', 'bernoulli_positions',
-           'FiringTiers', 'firing_tiers', 'independent_firing', 'draw_magnitudes', 'segment_winners', 'FeatureSampler',
-           'set_firing_probabilities', 'dense_firing', 'dense_features', 'segment_proposals', 'copula_firing_thinned',
-           'sparse_features', 'demo_sampler', 'hierarchy_violations']
+__all__ = ['SAMPLER_THREADS', 'SAMPLING_STRATEGIES', 'sampling_threads', 'SparseFeatures', 'sparse_from_pairs',
+           'bernoulli_positions', 'FiringTiers', 'firing_tiers', 'independent_firing', 'draw_magnitudes',
+           'segment_winners', 'SamplerConfig', 'resolve_strategy', 'FeatureSampler', 'set_firing_probabilities',
+           'set_config', 'dense_firing', 'dense_features', 'segment_proposals', 'copula_firing_thinned',
+           'sparse_features', 'hierarchy_violations']
 
 # %% ../nbs/05_sampler.ipynb #dcccf8c1
 SAMPLER_THREADS:int|None = None  # intra-op threads while sampling on the CPU; None keeps torch's setting
@@ -28,7 +29,8 @@ def sampling_threads(device:str|torch.device='cpu'):
     "Run the block with `SAMPLER_THREADS` intra-op threads when `device` is a CPU"
     n, old = SAMPLER_THREADS, torch.get_num_threads()
     if n is None or torch.device(device).type != 'cpu' or n == old:
-        yield; return
+        yield
+        return
     torch.set_num_threads(n)
     try: yield
     finally: torch.set_num_threads(old)
@@ -51,17 +53,21 @@ class SparseFeatures(NamedTuple):
     def to_sparse(self)->Tensor:
         "A coalesced torch sparse COO `(B, N)` tensor"
         idx = torch.stack([self.rows, self.cols])
-        return torch.sparse_coo_tensor(idx, self.vals, (self.batch_size, self.num_features), check_invariants=False).coalesce()
+        shape = (self.batch_size, self.num_features)
+        return torch.sparse_coo_tensor(idx, self.vals, shape, check_invariants=False).coalesce()
 
     def l0(self)->Tensor:
         "Number of active features of each sample: (B,)"
-        return torch.bincount(self.rows, minlength=self.batch_size)
+        ones = torch.ones_like(self.rows)  # scatter_add, not bincount: bincount's size check syncs on CUDA
+        return torch.zeros(self.batch_size, dtype=torch.long, device=self.rows.device).scatter_add_(0, self.rows, ones)
 
     def hidden(self, feature_vectors:Tensor, bias:Tensor|None=None)->Tensor:
         "`x = f W + b` from the active pairs only: (B, D)"
         with sampling_threads(feature_vectors.device):
-            offsets = torch.cumsum(self.l0(), 0) - self.l0()
-            x = F.embedding_bag(self.cols, feature_vectors, offsets, mode='sum', per_sample_weights=self.vals.to(feature_vectors.dtype))
+            l0 = self.l0()
+            offsets = torch.cumsum(l0, 0) - l0
+            weights = self.vals.to(feature_vectors.dtype)
+            x = F.embedding_bag(self.cols, feature_vectors, offsets, mode='sum', per_sample_weights=weights)
             return x if bias is None else x + bias
 
 # %% ../nbs/05_sampler.ipynb #1e72cc47
@@ -95,7 +101,8 @@ def firing_tiers(p:Tensor, features:Tensor|None=None)->FiringTiers:
     "Tiers of `features` (default all) by powers of 2 of their firing probability `p`"
     features = torch.arange(len(p), device=p.device) if features is None else features
     pf = p[features].double().clamp(0, 1)
-    level = torch.where(pf > 0, torch.floor(-torch.log2(pf.clamp_min(1e-300))), torch.full_like(pf, float('inf')))
+    never = torch.full_like(pf, float('inf'))
+    level = torch.where(pf > 0, torch.floor(-torch.log2(pf.clamp_min(1e-300))), never)
     order = torch.argsort(level, stable=True)
     features, level, pf = features[order], level[order], pf[order]
     keep = torch.isfinite(level)  # p = 0 never fires
@@ -114,7 +121,8 @@ def independent_firing(p:Tensor, tiers:FiringTiers, batch_size:int, generator=No
         pos = bernoulli_positions(c, batch_size * m, generator, dev)
         feat = tiers.features[a + pos % m]
         accept = torch.rand(len(pos), generator=generator, device=dev) * c < p[feat]
-        rows.append((pos // m)[accept]); cols.append(feat[accept])
+        rows.append((pos // m)[accept])
+        cols.append(feat[accept])
     if not rows: return torch.zeros(0, dtype=torch.long, device=dev), torch.zeros(0, dtype=torch.long, device=dev)
     return torch.cat(rows), torch.cat(cols)
 
@@ -129,10 +137,41 @@ def segment_winners(segment:Tensor, generator=None)->Tensor:
     "Boolean mask keeping one uniformly random member per value of `segment`"
     n = len(segment)
     if n == 0: return torch.zeros(0, dtype=torch.bool, device=segment.device)
-    key = torch.randint(0, 2**31, (n,), generator=generator, device=segment.device) * 2**32 + torch.arange(n, device=segment.device)
-    best = torch.full((int(segment.max()) + 1,), -1, dtype=torch.long, device=segment.device)
+    dev = segment.device
+    key = torch.randint(0, 2**31, (n,), generator=generator, device=dev) * 2**32 + torch.arange(n, device=dev)
+    best = torch.full((int(segment.max()) + 1,), -1, dtype=torch.long, device=dev)
     best.scatter_reduce_(0, segment, key, 'amax')
     return key == best[segment]
+
+# %% ../nbs/05_sampler.ipynb #ad625fd4
+SAMPLING_STRATEGIES = ('auto', 'sparse', 'dense')
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    "How batches are drawn: the strategy and the top-down sampler's tunables (none of them changes the distribution)"
+    strategy:str='auto'                  # 'sparse' (top-down), 'dense' (all N columns, no host sync) or 'auto'
+    auto_dense_max_features:int=65_536   # 'auto' on an accelerator: dense up to this many features, sparse above
+    dense_top_max:int=512                # top-level copulas with at most this many columns: one Gaussian per entry
+    copula_direct_p:float=0.01           # top-level columns this likely to fire: one Gaussian per entry; rarer: thinned
+    copula_block_width:int=32            # columns per block of the thinned part; each (sample, block) has its own rate
+    copula_rows:int=512                  # rows of t computed at once (512 × 5,504 floats ≈ 11 MB)
+    geometric_rounds:int=3               # successes found by geometric skipping per segment; the rest: one uniform each
+    def __post_init__(self):
+        check_choice('strategy', self.strategy, SAMPLING_STRATEGIES)
+        check_int('auto_dense_max_features', self.auto_dense_max_features, 0)
+        check_int('dense_top_max', self.dense_top_max, 0)
+        check_range('copula_direct_p', self.copula_direct_p, 0)
+        for f in ('copula_block_width', 'copula_rows', 'geometric_rounds'): check_int(f, getattr(self, f), 1)
+
+def resolve_strategy(
+    cfg:SamplerConfig,              # the settings (its `strategy` may be 'auto')
+    device:str|torch.device,        # where batches are drawn
+    num_features:int,               # N
+)->str:                             # 'sparse' or 'dense'
+    "The strategy batches on `device` are drawn with: 'auto' is sparse on a CPU, dense on an accelerator up to a size"
+    if cfg.strategy != 'auto': return cfg.strategy
+    if torch.device(device).type == 'cpu': return 'sparse'
+    return 'dense' if num_features <= cfg.auto_dense_max_features else 'sparse'
 
 # %% ../nbs/05_sampler.ipynb #76091c32
 class FeatureSampler(nn.Module):
@@ -145,13 +184,18 @@ class FeatureSampler(nn.Module):
         correlation_diag:Tensor|None=None,      # (N,) δ = 1 − ‖F_i‖²
         hierarchy:FlatHierarchy|None=None,      # flattened forest (synthsae.hierarchy.flatten_hierarchy)
         correlation_cholesky:Tensor|None=None,  # (N, N) Cholesky factor of a dense correlation matrix (small N)
+        config:SamplerConfig|None=None,         # strategy and tunables; None: `SamplerConfig()`
     ):
         super().__init__()
         n = len(firing_probabilities)
         self.num_features = n
+        self.config = SamplerConfig() if config is None else config
+        if not isinstance(self.config, SamplerConfig):
+            raise TypeError(f"config must be a SamplerConfig or None, got {type(config).__name__}")
         self.register_buffer('mean_magnitudes', mean_magnitudes.float().clone())
         self.register_buffer('std_magnitudes', std_magnitudes.float().clone())
-        self.register_buffer('correlation_factor', None if correlation_factor is None else correlation_factor.float().clone())
+        F_corr = None if correlation_factor is None else correlation_factor.float().clone()
+        self.register_buffer('correlation_factor', F_corr)
         self.register_buffer('sqrt_diag', None if correlation_diag is None else correlation_diag.float().sqrt())
         self.register_buffer('correlation_cholesky', correlation_cholesky)
         self.hierarchy = hierarchy
@@ -166,17 +210,23 @@ def _set_structure(self:FeatureSampler, flat:FlatHierarchy|None, n:int):
         parent, ptr, idx = torch.full((n,), -1), torch.zeros(n + 1, dtype=torch.long), torch.zeros(0, dtype=torch.long)
         group, rescale, top_me = torch.full((n,), -1), torch.zeros(n, dtype=torch.bool), False
     else:
-        parent, ptr, idx, group, rescale = long(flat.parent), long(flat.child_ptr), long(flat.child_idx), long(flat.group), flat.rescale.bool().clone()
+        parent, ptr, idx, group = long(flat.parent), long(flat.child_ptr), long(flat.child_idx), long(flat.group)
+        rescale = flat.rescale.bool().clone()
         top_me = bool((flat.group_parent < 0).any()) if len(flat.group_parent) else False
         # top-down ME treats all grouped children of one parent as one segment; hierarchies whose organisational
         # nodes split a parent's children into several groups take the general (unique) path instead
         g_of_child = group[idx]
         par_of_child = torch.repeat_interleave(torch.arange(n), ptr[1:] - ptr[:-1])
-        first = torch.full((n,), -1, dtype=torch.long).scatter_reduce(0, par_of_child[g_of_child >= 0], g_of_child[g_of_child >= 0], 'amax', include_self=True)
-        self._one_group_per_parent = bool((g_of_child < 0).logical_or(g_of_child == first[par_of_child]).all())
+        grouped = g_of_child >= 0
+        first = torch.full((n,), -1, dtype=torch.long).scatter_reduce(0, par_of_child[grouped], g_of_child[grouped],
+                                                                       'amax', include_self=True)
+        self._one_group_per_parent = bool((~grouped).logical_or(g_of_child == first[par_of_child]).all())
     if flat is None: self._one_group_per_parent = True
-    self.register_buffer('parent', parent.long()); self.register_buffer('group', group.long())
-    self.register_buffer('rescale', rescale); self.register_buffer('child_ptr', ptr); self.register_buffer('child_idx', idx)
+    self.register_buffer('parent', parent.long())
+    self.register_buffer('group', group.long())
+    self.register_buffer('rescale', rescale)
+    self.register_buffer('child_ptr', ptr)
+    self.register_buffer('child_idx', idx)
     self.register_buffer('top_features', torch.nonzero(parent < 0).flatten())
     self.register_buffer('has_children', (ptr[1:] - ptr[:-1]) > 0)
     self._top_level_me = top_me
@@ -187,7 +237,8 @@ FeatureSampler._set_structure = _set_structure
 def set_firing_probabilities(self:FeatureSampler, p:Tensor):
     "Set the final firing probabilities; thresholds, skipping tiers, copula blocks and child tables follow them"
     p = p.float().to(self.mean_magnitudes.device)
-    if p.shape != (self.num_features,): raise ValueError(f"firing_probabilities must have shape ({self.num_features},), got {tuple(p.shape)}")
+    if p.shape != (self.num_features,):
+        raise ValueError(f"firing_probabilities must have shape ({self.num_features},), got {tuple(p.shape)}")
     if (p < 0).any() or (p > 1).any(): raise ValueError("firing_probabilities must lie in [0, 1]")
     self.register_buffer('firing_probabilities', p.clone())
     self.register_buffer('thresholds', firing_thresholds(p))
@@ -198,6 +249,17 @@ def set_firing_probabilities(self:FeatureSampler, p:Tensor):
     self._set_child_table()
 FeatureSampler.set_firing_probabilities = set_firing_probabilities
 
+# %% ../nbs/05_sampler.ipynb #6eb73521
+@torch.no_grad()
+def set_config(self:FeatureSampler, config:SamplerConfig)->FeatureSampler:
+    "Use `config` from now on (the copula blocks follow it); returns the sampler"
+    if not isinstance(config, SamplerConfig):
+        raise TypeError(f"config must be a SamplerConfig, got {type(config).__name__}")
+    self.config = config
+    self._set_copula_blocks()
+    return self
+FeatureSampler.set_config = set_config
+
 # %% ../nbs/05_sampler.ipynb #54e2450c
 @torch.no_grad()
 def dense_firing(self:FeatureSampler, batch_size:int, generator=None)->Tensor:
@@ -207,7 +269,8 @@ def dense_firing(self:FeatureSampler, batch_size:int, generator=None)->Tensor:
         z = torch.randn(batch_size, n, generator=generator, device=dev) @ self.correlation_cholesky.T
     elif self.correlation_factor is not None:
         eps = torch.randn(batch_size, self.correlation_factor.shape[1], generator=generator, device=dev)
-        z = eps @ self.correlation_factor.T + self.sqrt_diag * torch.randn(batch_size, n, generator=generator, device=dev)
+        eta = torch.randn(batch_size, n, generator=generator, device=dev)
+        z = eps @ self.correlation_factor.T + self.sqrt_diag * eta
     else: return torch.rand(batch_size, n, generator=generator, device=dev) < self.firing_probabilities
     return z > self.thresholds
 
@@ -223,10 +286,12 @@ def dense_features(self:FeatureSampler, batch_size:int, generator=None)->Tensor:
 def _dense_modifier(self:FeatureSampler)->HierarchyModifier:
     if getattr(self, '_modifier', None) is None or self._modifier_device != self.mean_magnitudes.device:
         # kept out of the module tree: it is a cache rebuilt per device, not state
-        self.__dict__['_modifier'] = HierarchyModifier(self.hierarchy.to(self.mean_magnitudes.device), self.mean_magnitudes)
+        flat = self.hierarchy.to(self.mean_magnitudes.device)
+        self.__dict__['_modifier'] = HierarchyModifier(flat, self.mean_magnitudes)
         self.__dict__['_modifier_device'] = self.mean_magnitudes.device
     return self._modifier
-FeatureSampler.dense_firing, FeatureSampler.dense_features, FeatureSampler._dense_modifier = dense_firing, dense_features, _dense_modifier
+FeatureSampler.dense_firing, FeatureSampler.dense_features = dense_firing, dense_features
+FeatureSampler._dense_modifier = _dense_modifier
 
 # %% ../nbs/05_sampler.ipynb #dad6bd7f
 @torch.no_grad()
@@ -236,7 +301,7 @@ def _top_level(self:FeatureSampler, batch_size:int, eps:Tensor|None, generator)-
     if eps is None:
         tiers = FiringTiers(self.tier_features, self._tier_bounds, self._tier_rates)
         return independent_firing(self.firing_probabilities, tiers, batch_size, generator)
-    if len(top) > DENSE_TOP_MAX: return copula_firing_thinned(self, eps, generator)
+    if len(top) > self.config.dense_top_max: return copula_firing_thinned(self, eps, generator)
     # few top-level columns: one Gaussian per entry is cheaper than the thinning bookkeeping
     z = torch.addcmul(eps @ self.correlation_factor[top].T, self.sqrt_diag[top],
                       torch.randn(batch_size, len(top), generator=generator, device=eps.device))
@@ -245,29 +310,25 @@ def _top_level(self:FeatureSampler, batch_size:int, eps:Tensor|None, generator)-
 FeatureSampler._top_level = _top_level
 
 # %% ../nbs/05_sampler.ipynb #d2532651
-DENSE_TOP_MAX = 512       # top-level copulas with at most this many columns draw one Gaussian per entry
-COPULA_DIRECT_P = 0.01    # top-level columns this likely to fire draw one Gaussian per entry; rarer ones are thinned
-COPULA_BLOCK_WIDTH = 32   # columns per block of the thinned part; each (sample, block) gets its own proposal rate
-COPULA_ROWS = 512         # rows of t computed at once (512 × 5,504 floats ≈ 11 MB)
-NEVER = 1e4               # threshold of the padding columns: Φ̄(10⁴) = 0
+_NEVER = 1e4  # threshold of the padding columns: Φ̄(10⁴) = 0 (a sentinel, not a tunable)
 
 def _scaled_columns(self:FeatureSampler, cols:Tensor, pad:int=0)->Tensor:
-    "`(r+1, len(cols)+pad)`: rows −F_i/√δ_i then τ_i/√δ_i, so that `[ε, 1] @ it` is `t = (τ − ε·F)/√δ` (padding: t = NEVER)"
+    "`(r+1, len(cols)+pad)`: rows −F_i/√δ_i then τ_i/√δ_i, so that `[ε, 1] @ it` is `t = (τ − ε·F)/√δ` (padding: never)"
     inv = 1 / self.sqrt_diag[cols].clamp_min(1e-6)
     F_ = self.correlation_factor
     loadings = torch.cat([-F_[cols] * inv[:, None], F_.new_zeros(pad, F_.shape[1])])
-    thresholds = torch.cat([self.thresholds[cols] * inv, F_.new_full((pad,), NEVER)])
+    thresholds = torch.cat([self.thresholds[cols] * inv, F_.new_full((pad,), _NEVER)])
     return torch.cat([loadings.T, thresholds[None]])
 
 @torch.no_grad()
 def _set_copula_blocks(self:FeatureSampler):
-    "Top-level copula columns: likely ones for direct draws; rare ones sorted by threshold, cut into blocks, interleaved"
+    "Top-level copula columns: likely ones drawn directly; rare ones sorted by threshold, cut into blocks, interleaved"
     if self.correlation_factor is None: return
     top = self.top_features
-    direct = self.firing_probabilities[top] >= COPULA_DIRECT_P
+    direct = self.firing_probabilities[top] >= self.config.copula_direct_p
     head, tail = top[direct], top[~direct]
     tail = tail[torch.argsort(self.thresholds[tail] / self.sqrt_diag[tail].clamp_min(1e-6))]
-    w = max(1, min(COPULA_BLOCK_WIDTH, len(tail)))
+    w = max(1, min(self.config.copula_block_width, len(tail)))
     k = math.ceil(len(tail) / w)
     pad = k * w - len(tail)  # < w
     # column o·k + b is the o-th column of block b, so block minima are elementwise minima of w rows of k
@@ -281,14 +342,14 @@ FeatureSampler._set_copula_blocks = _set_copula_blocks
 
 def _upper_tail(t:Tensor)->Tensor: return 0.5 * torch.erfc(t * 0.5**0.5)  # Φ̄(t)
 
-GEOMETRIC_ROUNDS = 3  # successes found by geometric skipping per segment; the rest by one uniform per entry
-
 def segment_proposals(
     rate:Tensor,       # (S,) success probability of every entry of segment s, in [0, 1]
     width:int,         # entries per segment
     generator=None,    # torch.Generator on rate's device
+    rounds:int=3,      # successes found by geometric skipping per segment; the rest by one uniform per entry
 )->tuple[Tensor,Tensor]:  # (segment, offset) of each success, offsets in [0, width)
     "Bernoulli(`rate_s`) trials on the `width` entries of every segment `s`: (segment, offset) of the successes"
+    check_int('rounds', rounds, 1)
     dev, rate = rate.device, rate.double()
     # first success: at floor(log(1 − v) / log(1 − rate)) < width, impossible when v ≤ width·rate ≤ 1 − (1 − rate)^width
     v = torch.rand(len(rate), generator=generator, device=dev, dtype=torch.float64)
@@ -296,27 +357,31 @@ def segment_proposals(
     log_q = torch.log1p(-rate.index_select(0, seg)).clamp_max_(-1e-300)  # rate 1: -inf, so every gap is 0
     pos = torch.floor(torch.log1p(-v.index_select(0, seg)).div_(log_q))
     segs, offs = [], []
-    for r in range(GEOMETRIC_ROUNDS):
+    for r in range(rounds):
         if r:  # the next success of each still-open segment, after a geometric gap
             u = 1 - torch.rand(len(seg), generator=generator, device=dev, dtype=torch.float64)  # (0, 1]
             pos = pos + 1 + torch.floor(torch.log(u).div_(log_q))
         i = (pos < width).nonzero().squeeze(1)
         seg, pos, log_q = seg.index_select(0, i), pos.index_select(0, i), log_q.index_select(0, i)
-        segs.append(seg); offs.append(pos.long())
+        segs.append(seg)
+        offs.append(pos.long())
     # the few segments with that many successes: one uniform per remaining entry
-    hit = torch.rand(len(seg), width, generator=generator, device=dev, dtype=torch.float64) < rate.index_select(0, seg)[:, None]
+    u = torch.rand(len(seg), width, generator=generator, device=dev, dtype=torch.float64)
+    hit = u < rate.index_select(0, seg)[:, None]
     s, o = (hit & (torch.arange(width, device=dev) > pos[:, None])).nonzero(as_tuple=True)
-    segs.append(seg.index_select(0, s)); offs.append(o)
+    segs.append(seg.index_select(0, s))
+    offs.append(o)
     return torch.cat(segs), torch.cat(offs)
 
 @torch.no_grad()
 def copula_firing_thinned(self:FeatureSampler, eps:Tensor, generator=None)->tuple[Tensor,Tensor]:
-    "Exact (rows, cols) of the top-level copula firings given the shared factors `eps` (B, r): direct draws and thinning"
-    rows, cols = [], []
-    for a in range(0, len(eps), COPULA_ROWS):
-        e1 = torch.cat([eps[a:a + COPULA_ROWS], eps.new_ones(min(COPULA_ROWS, len(eps) - a), 1)], 1)
+    "Exact (rows, cols) of the top-level copula firings given the shared factors `eps` (B, r): direct and thinned"
+    rows, cols, step = [], [], self.config.copula_rows
+    for a in range(0, len(eps), step):
+        e1 = torch.cat([eps[a:a + step], eps.new_ones(min(step, len(eps) - a), 1)], 1)
         for r, c in (_direct_rows(self, e1, generator), _thinned_rows(self, e1, generator)):
-            rows.append(r + a); cols.append(c)
+            rows.append(r + a)
+            cols.append(c)
     return torch.cat(rows), torch.cat(cols)
 
 def _direct_rows(self:FeatureSampler, e1:Tensor, generator)->tuple[Tensor,Tensor]:
@@ -331,10 +396,11 @@ def _thinned_rows(self:FeatureSampler, e1:Tensor, generator)->tuple[Tensor,Tenso
     if k * w == 0: return e1.new_zeros(0, dtype=torch.long), e1.new_zeros(0, dtype=torch.long)
     t = e1 @ self.block_loadings                                   # (B, w·k): fire iff η > t
     bound = _upper_tail(t.view(B, w, k).amin(1)).view(-1)          # Φ̄(min t) of each (sample, block)
-    seg, off = segment_proposals(bound, w, generator)
+    seg, off = segment_proposals(bound, w, generator, self.config.geometric_rounds)
     entry = (seg // k) * (w * k) + off * k + seg % k
     q = _upper_tail(t.view(-1).index_select(0, entry))
-    i = (torch.rand(len(entry), generator=generator, device=e1.device) * bound.index_select(0, seg) < q).nonzero().squeeze(1)
+    u = torch.rand(len(entry), generator=generator, device=e1.device)
+    i = (u * bound.index_select(0, seg) < q).nonzero().squeeze(1)
     entry = entry.index_select(0, i)
     return entry // (w * k), self.block_features.index_select(0, entry % (w * k))
 
@@ -344,17 +410,22 @@ def _thinned_rows(self:FeatureSampler, e1:Tensor, generator)->tuple[Tensor,Tenso
 def _children(self:FeatureSampler, rows:Tensor, cols:Tensor, vals:Tensor, eps:Tensor|None, generator):
     "Active children (rows, cols, vals) of the active parents (rows, cols, vals): firing, ME, rescale"
     start, count = self.child_ptr[cols], self.child_ptr[cols + 1] - self.child_ptr[cols]
-    pair = torch.repeat_interleave(torch.arange(len(cols), device=cols.device), count)  # parent entry of each child
-    offset = torch.arange(len(pair), device=cols.device) - torch.repeat_interleave(torch.cumsum(count, 0) - count, count)
+    dev = cols.device
+    pair = torch.repeat_interleave(torch.arange(len(cols), device=dev), count)  # parent entry of each child
+    offset = torch.arange(len(pair), device=dev) - torch.repeat_interleave(torch.cumsum(count, 0) - count, count)
     child = self.child_idx[start[pair] + offset]
-    if eps is None: fire = torch.rand(len(child), generator=generator, device=child.device) < self.firing_probabilities[child]
+    if eps is None: fire = torch.rand(len(child), generator=generator, device=dev) < self.firing_probabilities[child]
     else:
         z = torch.einsum('nr,nr->n', eps.index_select(0, rows[pair]), self.correlation_factor.index_select(0, child))
-        fire = torch.addcmul(z, self.sqrt_diag[child], torch.randn(len(child), generator=generator, device=child.device)) > self.thresholds[child]
-    i = fire.nonzero().squeeze(1); child, pair = child[i], pair[i]
+        eta = torch.randn(len(child), generator=generator, device=dev)
+        fire = torch.addcmul(z, self.sqrt_diag[child], eta) > self.thresholds[child]
+    i = fire.nonzero().squeeze(1)
+    child, pair = child[i], pair[i]
     v = draw_magnitudes(child, self.mean_magnitudes, self.std_magnitudes, generator)
-    i = (v > 0).nonzero().squeeze(1); child, pair, v = child[i], pair[i], v[i]
-    i = self._exclusion(pair, child, generator).nonzero().squeeze(1); child, pair, v = child[i], pair[i], v[i]
+    i = (v > 0).nonzero().squeeze(1)
+    child, pair, v = child[i], pair[i], v[i]
+    i = self._exclusion(pair, child, generator).nonzero().squeeze(1)
+    child, pair, v = child[i], pair[i], v[i]
     parent_scale = vals[pair] / self.mean_magnitudes[cols[pair]]
     return rows[pair], child, torch.where(self.rescale[child], v * parent_scale, v)
 FeatureSampler._children = _children
@@ -371,17 +442,20 @@ def _set_child_table(self:FeatureSampler):
     slot[parents] = torch.arange(len(parents), device=ptr.device)
     offset = torch.arange(width, device=ptr.device)
     valid = offset < count[parents, None]
-    kids = torch.where(valid, self.child_idx[(ptr[parents, None] + offset).clamp_max(max(len(self.child_idx) - 1, 0))], 0)
+    last = max(len(self.child_idx) - 1, 0)
+    kids = torch.where(valid, self.child_idx[(ptr[parents, None] + offset).clamp_max(last)], 0)
     pad = lambda t, fill: torch.where(valid.view(*valid.shape, *[1] * (t.dim() - 1)), t[kids], fill)
-    # per (parent, child) entry: threshold (∞ on padding: never fires), √δ, μ, σ, firing probability, ME flag, rescale flag
-    params = [pad(self.thresholds, float('inf')), pad(self.sqrt_diag, 0.) if self.sqrt_diag is not None else torch.zeros_like(valid, dtype=torch.float),
+    no_diag = torch.zeros_like(valid, dtype=torch.float)
+    # per (parent, child) entry: threshold (∞ on padding: never fires), √δ, μ, σ, firing probability, ME, rescale
+    params = [pad(self.thresholds, float('inf')), pad(self.sqrt_diag, 0.) if self.sqrt_diag is not None else no_diag,
               pad(self.mean_magnitudes, 0.), pad(self.std_magnitudes, 0.), pad(self.firing_probabilities, 0.),
               (valid & (self.group[kids] >= 0)).float(), pad(self.rescale, False).float()]
     self.register_buffer('child_slot', slot, persistent=False)
-    self.register_buffer('child_table', kids, persistent=False)                              # (parents, width)
+    self.register_buffer('child_table', kids, persistent=False)                                  # (parents, width)
     self.register_buffer('child_params', torch.stack(params, -1).contiguous(), persistent=False)  # (parents, width, 7)
     F_ = self.correlation_factor
-    self.register_buffer('child_loadings', None if F_ is None else pad(F_, 0.).contiguous(), persistent=False)  # (parents, width, r)
+    loadings = None if F_ is None else pad(F_, 0.).contiguous()                                 # (parents, width, r)
+    self.register_buffer('child_loadings', loadings, persistent=False)
 FeatureSampler._set_child_table = _set_child_table
 
 @torch.no_grad()
@@ -401,7 +475,8 @@ def _children_by_table(self:FeatureSampler, rows:Tensor, cols:Tensor, vals:Tenso
     winner = key.argmax(1, keepdim=True) == torch.arange(width, device=dev)  # a uniform winner among active ME members
     flat = torch.nonzero((on & (winner | ~me)).view(-1)).squeeze(1)
     r = flat // width
-    child, v = self.child_table.view(-1).index_select(0, slot.index_select(0, r) * width + flat % width), v.view(-1).index_select(0, flat)
+    child = self.child_table.view(-1).index_select(0, slot.index_select(0, r) * width + flat % width)
+    v = v.view(-1).index_select(0, flat)
     scale = vals.index_select(0, r) / self.mean_magnitudes.index_select(0, cols.index_select(0, r))
     return rows.index_select(0, r), child, torch.where(rescale.view(-1).index_select(0, flat) > 0, v * scale, v)
 FeatureSampler._children_by_table = _children_by_table
@@ -413,7 +488,8 @@ def _exclusion(self:FeatureSampler, segment:Tensor, feature:Tensor, generator, g
     grp = self.group[feature]
     me = grp >= 0
     if not me.any(): return torch.ones_like(me)
-    seg = segment[me] if self._one_group_per_parent and not general else torch.unique(torch.stack([segment[me], grp[me]]), dim=1, return_inverse=True)[1]
+    if self._one_group_per_parent and not general: seg = segment[me]
+    else: seg = torch.unique(torch.stack([segment[me], grp[me]]), dim=1, return_inverse=True)[1]
     keep = torch.ones_like(me)
     keep[me] = segment_winners(seg, generator)
     return keep
@@ -428,41 +504,30 @@ def sparse_features(self:FeatureSampler, batch_size:int, generator=None)->Sparse
 @torch.no_grad()
 def _sparse_features(self:FeatureSampler, batch_size:int, generator=None)->SparseFeatures:
     if self.correlation_cholesky is not None:  # a dense correlation matrix couples every pair: no top-down form
-        d = self.dense_features(batch_size, generator); r, c = torch.nonzero(d, as_tuple=True)
+        d = self.dense_features(batch_size, generator)
+        r, c = torch.nonzero(d, as_tuple=True)
         return sparse_from_pairs(r, c, d[r, c], batch_size, self.num_features)
-    dev = self.mean_magnitudes.device
-    eps = None if self.correlation_factor is None else torch.randn(batch_size, self.correlation_factor.shape[1], generator=generator, device=dev)
+    dev, F_ = self.mean_magnitudes.device, self.correlation_factor
+    eps = None if F_ is None else torch.randn(batch_size, F_.shape[1], generator=generator, device=dev)
     rows, cols = self._top_level(batch_size, eps, generator)
     vals = draw_magnitudes(cols, self.mean_magnitudes, self.std_magnitudes, generator)
-    i = (vals > 0).nonzero().squeeze(1); rows, cols, vals = rows[i], cols[i], vals[i]
+    i = (vals > 0).nonzero().squeeze(1)
+    rows, cols, vals = rows[i], cols[i], vals[i]
     if self._top_level_me:
-        keep = self._exclusion(rows, cols, generator, general=True); rows, cols, vals = rows[keep], cols[keep], vals[keep]
+        keep = self._exclusion(rows, cols, generator, general=True)
+        rows, cols, vals = rows[keep], cols[keep], vals[keep]
     children = self._children_by_table if self._one_group_per_parent else self._children
     out = [(rows, cols, vals)]
     while True:
         i = self.has_children.index_select(0, cols).nonzero().squeeze(1)
         if len(i) == 0: break
-        rows, cols, vals = children(rows.index_select(0, i), cols.index_select(0, i), vals.index_select(0, i), eps, generator)
+        rows, cols, vals = children(rows.index_select(0, i), cols.index_select(0, i), vals.index_select(0, i), eps,
+                                    generator)
         out.append((rows, cols, vals))
     rows, cols, vals = (torch.cat(t) for t in zip(*out))
     return sparse_from_pairs(rows, cols, vals, batch_size, self.num_features)
 FeatureSampler.sparse_features, FeatureSampler._sparse_features = sparse_features, _sparse_features
 
-
-# %% ../nbs/05_sampler.ipynb #6bff8d77
-def demo_sampler(num_features:int=200, rank:int=4, correlation_scale:float=0.2, seed:int=0)->FeatureSampler:
-    "A small world with hierarchy (4 roots, branching 3, depth 2, ME, rescale), copula and compensation"
-    from synthsae.correlation import generate_random_low_rank_correlation_matrix
-    from synthsae.hierarchy import HierarchyConfig, compensate_probabilities, flatten_hierarchy, generate_hierarchy
-    cfg = HierarchyConfig(total_root_nodes=4, branching_factor=3, max_depth=2, mutually_exclusive_portion=1.,
-                          compensate_probabilities=True, scale_children_by_parent=True)
-    roots = generate_hierarchy(cfg, num_features, seed=seed + 3)
-    p_base = torch.linspace(0.4, 0.02, num_features)
-    corr = generate_random_low_rank_correlation_matrix(num_features, rank, correlation_scale, seed=seed + 4) if rank else None
-    g = make_generator(seed)
-    return FeatureSampler(compensate_probabilities(roots, p_base), torch.linspace(2., 1., num_features),
-                          0.3 * torch.rand(num_features, generator=g),
-                          *(corr if corr is not None else (None, None)), hierarchy=flatten_hierarchy(roots, num_features))
 
 # %% ../nbs/05_sampler.ipynb #bb54d4e7
 def hierarchy_violations(acts:Tensor, flat:FlatHierarchy)->dict:

@@ -235,7 +235,9 @@ def _signature(members:list, model, **settings)->dict:
     "What must match between a checkpoint and the run resuming it"
     saes = [dict(architecture=m.sae.architecture, **{k: v for k, v in to_jsonable(m.sae.cfg).items() if k != 'device'})
             for m in members]
-    return to_jsonable(dict(n_saes=len(members), saes=saes, model=config_hash(model.cfg), **settings))
+    sampling = getattr(model, 'sampling_strategy', None)  # sparse and dense draw different batches from one seed
+    return to_jsonable(dict(n_saes=len(members), saes=saes, model=config_hash(model.cfg), sampling=sampling,
+                            **settings))
 
 def signature_diff(old:dict, new:dict)->list[str]:
     "Human-readable differences between two run signatures"
