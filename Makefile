@@ -32,17 +32,8 @@ export-check: install
 
 # readable lines in the exported code: at most 120 characters, one statement per line (ruff, as pyproject.toml sets
 # it; tools/lint.py drops only nbdev's generated `__all__` line, which can reach 130). The modules whose notebooks are
-<<<<<<< HEAD
-# fixed; this becomes the whole package (LINT_MODULES = synthsae) once the owner's fix of 05 lands
-LINT_MODULES ?= $(addprefix synthsae/,__init__.py testing.py core.py geometry.py firing.py correlation.py hierarchy.py \
-	model.py stats.py fixtures.py evaluation.py probes.py runs.py figures.py paper.py cli.py saes.py training.py \
-	formats.py card.py)
-=======
-# fixed; this becomes the whole package (LINT_MODULES = synthsae) once the owners' fixes of 12 and 45 land
-LINT_MODULES ?= $(addprefix synthsae/,__init__.py testing.py core.py geometry.py firing.py correlation.py hierarchy.py \
-	model.py stats.py sampler.py fixtures.py evaluation.py probes.py runs.py figures.py paper.py cli.py saes.py training.py \
-	gpu_check.py)
->>>>>>> main
+# fixed: all of them now
+LINT_MODULES ?= synthsae
 lint: install
 	$(PY) tools/lint.py $(LINT_MODULES)
 
