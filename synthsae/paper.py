@@ -1240,7 +1240,7 @@ def reproduce(
     check_choice('scale', scale, SCALES)
     check_device(device)  # before any work: '--device cuda' on a machine without a GPU
     cat = NOTEBOOKS if catalog is None else catalog
-    names, out = select_notebooks(only, cat), Path(out)
+    names, out = select_notebooks(only, cat), Path(out).resolve()  # papermill runs in the notebooks' folder
     nbs = _notebooks_folder(nbs_dir, names, out)
     out.mkdir(exist_ok=True)
     ov = dict(seeds=seeds, l0s=l0s, architectures=architectures, training_samples=training_samples)

@@ -54,6 +54,17 @@ def test_failing_notebook_is_named_and_others_run(tmp_path):
     assert 'wrote no 03_silent.json' in s['notebooks']['03_silent']['error']
     assert 'broken on purpose' in (tmp_path/'rep'/'report.html').read_text()
 
+def test_relative_out_is_the_callers_folder(tmp_path, monkeypatch):
+    "papermill runs each notebook in the notebooks' folder, so a relative `out` must be resolved where it is given"
+    nbs, work = tmp_path/'nbs', tmp_path/'work'
+    nbs.mkdir(); work.mkdir()
+    _nb(nbs/'02_ok.ipynb', "from synthsae.paper import write_numbers, scale_settings\n"
+                           "write_numbers(out_dir, '02_ok', scale_settings(scale), dict(x=1))")
+    monkeypatch.chdir(work)
+    s = reproduce('tiny', out='rep', nbs_dir=nbs, catalog={'02_ok': ('X2',)}, progress=False)
+    assert s['failed'] == [] and (work/'rep'/'02_ok'/'02_ok.json').is_file()
+    assert not (nbs/'rep').exists()
+
 def test_bad_input(tmp_path):
     with pytest.raises(ValueError, match=r"scale must be one of \['tiny', 'cpu', 'paper'\]"): reproduce('huge', out=tmp_path/'r')
     with pytest.raises(ValueError, match=r"unknown notebook or item ID\(s\) \['F99'\]; valid: .*'F2'"): reproduce('tiny', out=tmp_path/'r', only='F99')
