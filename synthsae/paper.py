@@ -1044,7 +1044,8 @@ def _sweep_findings(means:list, true_l0_top:float|None)->list[dict]:
             else all(abs(p - true_l0_top) <= 0.3 * true_l0_top for p in peaks.values()))
     if peaks:
         at = ', '.join(f'{a} {p:g}' for a, p in peaks.items())
-        peak_detail = f"true L0 (top features) {true_l0_top:.2f}; F1 peaks at {at}"
+        true_l0 = "not measured" if true_l0_top is None else f"{true_l0_top:.2f}"
+        peak_detail = f"true L0 (top features) {true_l0}; F1 peaks at {at}"
     else: peak_detail = 'needs ≥ 3 L0s of batchtopk or matryoshka_batchtopk'
     res = [_finding('f1_peaks_near_true_l0', near, peak_detail)]
     x = 'sae_l0' if 'sae_l0' in df else 'l0'  # the measured L0: autotuned SAEs may miss their targets
