@@ -187,7 +187,7 @@ def _build_forest(config:HierarchyConfig, limit:float, rng:random.Random)->tuple
 
 # %% ../nbs/04_hierarchy.ipynb #7e55d457
 def _assign_flags(config:HierarchyConfig, parents:list, rng:random.Random)->None:
-    "Flag ⌊portion·#eligible⌋ eligible parents ME (uniform, without replacement) and, if configured, all as rescaling"
+    "Flag ⌊portion·#eligible⌋ eligible parents ME (uniformly, no replacement); if configured, all as rescaling"
     lo, hi = config.mutually_exclusive_min_depth, config.mutually_exclusive_max_depth
     eligible = [n for n, d in parents if d >= lo and (hi is None or d <= hi) and len(n.children) >= 2]
     k = int(len(eligible) * config.mutually_exclusive_portion)

@@ -350,7 +350,7 @@ class BatchTopKSAE(TopKSAE):
         self.register_buffer('topk_threshold', torch.zeros((), dtype=torch.float64))
         self._keep_dtype['topk_threshold'] = torch.float64
     def select_batch(self, pre_r:Tensor, pre:PreActs|None=None)->tuple[Tensor, Tensor, Tensor]:
-        "Flat sorted indices, values (from `pre` when given) and per-sample offsets of the batch top ⌊k·B⌋ of ReLU(h′)"
+        "Flat sorted indices, values (from `pre` if given), per-sample offsets of the batch top ⌊kB⌋ of ReLU(h′)"
         bs, n_lat = pre_r.shape
         acts = F.relu(pre_r).flatten()
         K = min(int(self.cfg.k * bs), acts.numel())

@@ -313,7 +313,7 @@ FeatureSampler._top_level = _top_level
 _NEVER = 1e4  # threshold of the padding columns: Φ̄(10⁴) = 0 (a sentinel, not a tunable)
 
 def _scaled_columns(self:FeatureSampler, cols:Tensor, pad:int=0)->Tensor:
-    "`(r+1, len(cols)+pad)`: rows −F_i/√δ_i then τ_i/√δ_i, so that `[ε, 1] @ it` is `t = (τ − ε·F)/√δ` (padding: never)"
+    "`(r+1, len(cols)+pad)`: rows −F_i/√δ_i, τ_i/√δ_i; `[ε, 1] @ it` is t = (τ − εF)/√δ (pads: never)"
     inv = 1 / self.sqrt_diag[cols].clamp_min(1e-6)
     F_ = self.correlation_factor
     loadings = torch.cat([-F_[cols] * inv[:, None], F_.new_zeros(pad, F_.shape[1])])
@@ -351,7 +351,7 @@ def segment_proposals(
     "Bernoulli(`rate_s`) trials on the `width` entries of every segment `s`: (segment, offset) of the successes"
     check_int('rounds', rounds, 1)
     dev, rate = rate.device, rate.double()
-    # first success: at floor(log(1 − v) / log(1 − rate)) < width, impossible when v ≤ width·rate ≤ 1 − (1 − rate)^width
+    # first success at floor(log(1-v) / log(1-rate)) < width: impossible when v <= width*rate <= 1 - (1-rate)^width
     v = torch.rand(len(rate), generator=generator, device=dev, dtype=torch.float64)
     seg = (v < width * rate).nonzero().squeeze(1)
     log_q = torch.log1p(-rate.index_select(0, seg)).clamp_max_(-1e-300)  # rate 1: -inf, so every gap is 0

@@ -136,7 +136,7 @@ class _Member:
         self.dead_free_until = 0                                            # steps before this have no dead latent
 
     def refresh_dead_horizon(self, next_step:int, window:int):
-        "Counters grow by at most 1 per step, so with max counter M no latent is dead before next_step + window − M + 1"
+        "Counters grow by ≤ 1 per step: with max counter M no latent is dead before next_step + window − M + 1"
         self.dead_free_until = next_step + window - int(self.since_fired.max()) + 1
 
     def state_dict(self)->dict:
@@ -316,7 +316,7 @@ def _check_finite(members:list, step:int, last_ckpt:Path|None):
 @dataclass(frozen=True)
 class TrainConfig:
     "Training settings: the one definition that `train_sae`, `RunConfig` and the paper's scales share"
-    training_samples:int=1_000_000         # total samples over all ranks (paper: 200M); steps = ⌈samples / (B·ranks)⌉
+    training_samples:int=1_000_000         # over all ranks (paper: 200M); steps = ⌈samples / (B·ranks)⌉
     batch_size:int=1024                    # samples per step and rank
     lr:float=3e-4                          # Adam learning rate (β = 0.9, 0.999, eps 1e-8)
     seed:int=0                             # data-stream seed (the replication protocol: one per SAE seed)

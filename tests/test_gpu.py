@@ -10,12 +10,7 @@ from synthsae.gpu_check import gpu_check, hot_path_steps, check_device
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')  # see conftest.py
 
 @cuda
 def test_cuda_hot_path_has_no_host_sync():

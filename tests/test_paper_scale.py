@@ -10,12 +10,7 @@ from synthsae.runs import RunConfig, build_sae
 @pytest.fixture(scope='module')
 def paper(): return scale_settings('paper')
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')  # see conftest.py
 
 def test_every_item_resolves_to_a_notebook():
     for item in {i for its in NOTEBOOKS.values() for i in its}: assert select_notebooks(item)

@@ -15,12 +15,7 @@ from synthsae.training import (train_sae, TrainConfig, read_log,
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}   # one thread: deterministic and fast on a shared 2-core machine
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    "Torch on one thread for the test (oversubscribed cores make multi-threaded small ops 10× slower); restored after"
-    n = torch.get_num_threads(); torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')  # see conftest.py
 
 def same_weights(a, b)->bool:
     sa, sb = a.state_dict(), b.state_dict()
