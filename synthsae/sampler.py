@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_sampler.ipynb #694c4fe8
 from __future__ import annotations
-import math
+import math, threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -35,6 +35,19 @@ def sampling_threads(device:str|torch.device='cpu'):
     try: yield
     finally: torch.set_num_threads(old)
 
+_SCRATCH = threading.local()  # per thread: a batch drawn in a background thread never shares them
+
+def _scratch(name:str, shape:tuple, like:Tensor)->Tensor:
+    "This thread's reusable CPU tensor `name` of `shape` (contents undefined, never handed to a caller)"
+    if like.device.type != 'cpu': return like.new_empty(shape)  # CUDA's caching allocator already reuses blocks
+    bufs = getattr(_SCRATCH, 'bufs', None)
+    if bufs is None: bufs = _SCRATCH.bufs = {}
+    n, key = math.prod(shape), (name, like.dtype)
+    buf = bufs.get(key)
+    if buf is None or buf.numel() < n:
+        with torch.inference_mode(False): buf = bufs[key] = like.new_empty(n)  # writable in and out of inference mode
+    return buf[:n].view(shape)
+
 # %% ../nbs/05_sampler.ipynb #49479e58
 class SparseFeatures(NamedTuple):
     "Active features of a batch as (sample, feature, value) triples sorted by sample"
@@ -64,17 +77,22 @@ class SparseFeatures(NamedTuple):
     def hidden(self, feature_vectors:Tensor, bias:Tensor|None=None)->Tensor:
         "`x = f W + b` from the active pairs only: (B, D)"
         with sampling_threads(feature_vectors.device):
-            l0 = self.l0()
-            offsets = torch.cumsum(l0, 0) - l0
+            # rows are sorted, so sample b's pairs start where b would be inserted
+            offsets = torch.searchsorted(self.rows, torch.arange(self.batch_size, device=self.rows.device))
             weights = self.vals.to(feature_vectors.dtype)
             x = F.embedding_bag(self.cols, feature_vectors, offsets, mode='sum', per_sample_weights=weights)
-            return x if bias is None else x + bias
+            return x if bias is None else x.add_(bias)
 
 # %% ../nbs/05_sampler.ipynb #1e72cc47
 def sparse_from_pairs(rows:Tensor, cols:Tensor, vals:Tensor, batch_size:int, num_features:int)->SparseFeatures:
     "Sort (sample, feature, value) triples by sample then feature"
-    order = torch.argsort(rows * num_features + cols)
-    return SparseFeatures(rows[order], cols[order], vals[order], batch_size, num_features)
+    key = rows * num_features + cols
+    # int32 keys sort in about half the time; stable, so equal keys (never drawn: a feature fires once per sample) keep
+    # their order and the result does not depend on the key's width
+    if batch_size * num_features <= 2**31: key = key.int()
+    order = torch.argsort(key, stable=True)
+    rows, cols, vals = (t.index_select(0, order) for t in (rows, cols, vals))
+    return SparseFeatures(rows, cols, vals, batch_size, num_features)
 
 # %% ../nbs/05_sampler.ipynb #36ea3f8a
 def bernoulli_positions(rate:float, total:int, generator:torch.Generator|None=None, device='cpu')->Tensor:
@@ -130,7 +148,7 @@ def independent_firing(p:Tensor, tiers:FiringTiers, batch_size:int, generator=No
 def draw_magnitudes(cols:Tensor, mean:Tensor, std:Tensor, generator=None)->Tensor:
     "Rectified-normal magnitudes `relu(μ_i + σ_i ε)` for the features `cols`"
     eps = torch.randn(len(cols), generator=generator, device=cols.device, dtype=mean.dtype)
-    return torch.relu(mean[cols] + std[cols] * eps)
+    return std.index_select(0, cols).mul_(eps).add_(mean.index_select(0, cols)).relu_()
 
 # %% ../nbs/05_sampler.ipynb #8c2f6301
 def segment_winners(segment:Tensor, generator=None)->Tensor:
@@ -322,7 +340,7 @@ def _scaled_columns(self:FeatureSampler, cols:Tensor, pad:int=0)->Tensor:
 
 @torch.no_grad()
 def _set_copula_blocks(self:FeatureSampler):
-    "Top-level copula columns: likely ones drawn directly; rare ones sorted by threshold, cut into blocks, interleaved"
+    "Top-level copula columns: likely ones drawn directly; rare ones sorted by threshold and cut into blocks"
     if self.correlation_factor is None: return
     top = self.top_features
     direct = self.firing_probabilities[top] >= self.config.copula_direct_p
@@ -331,16 +349,15 @@ def _set_copula_blocks(self:FeatureSampler):
     w = max(1, min(self.config.copula_block_width, len(tail)))
     k = math.ceil(len(tail) / w)
     pad = k * w - len(tail)  # < w
-    # column o·k + b is the o-th column of block b, so block minima are elementwise minima of w rows of k
-    inter = lambda t: t.view(*t.shape[:-1], k, w).transpose(-1, -2).reshape(*t.shape[:-1], k * w)
     self.register_buffer('head_features', head, persistent=False)
-    self.register_buffer('head_loadings', _scaled_columns(self, head).contiguous(), persistent=False)
-    self.register_buffer('block_features', inter(torch.cat([tail, tail.new_zeros(pad)])), persistent=False)
-    self.register_buffer('block_loadings', inter(_scaled_columns(self, tail, pad)).contiguous(), persistent=False)
+    self.register_buffer('block_features', torch.cat([tail, tail.new_zeros(pad)]), persistent=False)
+    # one product gives t of both parts: columns [likely | block 0 | block 1 | …], w adjacent columns per block
+    loadings = torch.cat([_scaled_columns(self, head), _scaled_columns(self, tail, pad)], 1)
+    self.register_buffer('copula_loadings', loadings.contiguous(), persistent=False)
     self._blocks = (k, w)
 FeatureSampler._set_copula_blocks = _set_copula_blocks
 
-def _upper_tail(t:Tensor)->Tensor: return 0.5 * torch.erfc(t * 0.5**0.5)  # Φ̄(t)
+def _upper_tail(t:Tensor)->Tensor: return torch.erfc(t * 0.5**0.5).mul_(0.5)  # Φ̄(t)
 
 def segment_proposals(
     rate:Tensor,       # (S,) success probability of every entry of segment s, in [0, 1]
@@ -350,24 +367,25 @@ def segment_proposals(
 )->tuple[Tensor,Tensor]:  # (segment, offset) of each success, offsets in [0, width)
     "Bernoulli(`rate_s`) trials on the `width` entries of every segment `s`: (segment, offset) of the successes"
     check_int('rounds', rounds, 1)
-    dev, rate = rate.device, rate.double()
-    # first success at floor(log(1-v) / log(1-rate)) < width: impossible when v <= width*rate <= 1 - (1-rate)^width
-    v = torch.rand(len(rate), generator=generator, device=dev, dtype=torch.float64)
-    seg = (v < width * rate).nonzero().squeeze(1)
-    log_q = torch.log1p(-rate.index_select(0, seg)).clamp_max_(-1e-300)  # rate 1: -inf, so every gap is 0
-    pos = torch.floor(torch.log1p(-v.index_select(0, seg)).div_(log_q))
+    dev, f64 = rate.device, torch.float64
+    # first success at floor(log(1-v) / log(1-rate)) < width: impossible when v >= width*rate >= 1 - (1-rate)^width
+    v = torch.rand(len(rate), generator=generator, device=dev, dtype=f64)
+    seg = (v < rate.to(f64, copy=True).mul_(width)).nonzero().squeeze(1)
+    log_q = torch.log1p(rate.index_select(0, seg).to(f64).neg_()).clamp_max_(-1e-300)  # rate 1: -inf, every gap 0
+    pos = torch.log1p(v.index_select(0, seg).neg_()).div_(log_q).floor_()
     segs, offs = [], []
     for r in range(rounds):
-        if r:  # the next success of each still-open segment, after a geometric gap
-            u = 1 - torch.rand(len(seg), generator=generator, device=dev, dtype=torch.float64)  # (0, 1]
-            pos = pos + 1 + torch.floor(torch.log(u).div_(log_q))
+        if r:  # the next success of each still-open segment, after a geometric gap; 1 − u is in (0, 1]
+            u = torch.rand(len(seg), generator=generator, device=dev, dtype=f64).neg_().add_(1)
+            pos = pos.add_(1).add_(torch.log(u).div_(log_q).floor_())
         i = (pos < width).nonzero().squeeze(1)
-        seg, pos, log_q = seg.index_select(0, i), pos.index_select(0, i), log_q.index_select(0, i)
+        seg, pos = seg.index_select(0, i), pos.index_select(0, i)
+        if r + 1 < rounds: log_q = log_q.index_select(0, i)
         segs.append(seg)
         offs.append(pos.long())
     # the few segments with that many successes: one uniform per remaining entry
-    u = torch.rand(len(seg), width, generator=generator, device=dev, dtype=torch.float64)
-    hit = u < rate.index_select(0, seg)[:, None]
+    u = torch.rand(len(seg), width, generator=generator, device=dev, dtype=f64)
+    hit = u < rate.index_select(0, seg).to(f64)[:, None]
     s, o = (hit & (torch.arange(width, device=dev) > pos[:, None])).nonzero(as_tuple=True)
     segs.append(seg.index_select(0, s))
     offs.append(o)
@@ -379,31 +397,37 @@ def copula_firing_thinned(self:FeatureSampler, eps:Tensor, generator=None)->tupl
     rows, cols, step = [], [], self.config.copula_rows
     for a in range(0, len(eps), step):
         e1 = torch.cat([eps[a:a + step], eps.new_ones(min(step, len(eps) - a), 1)], 1)
-        for r, c in (_direct_rows(self, e1, generator), _thinned_rows(self, e1, generator)):
-            rows.append(r + a)
+        t = _copula_t(self, e1)
+        for r, c in (_direct_rows(self, t, generator), _thinned_rows(self, t, generator)):
+            rows.append(r + a if a else r)
             cols.append(c)
     return torch.cat(rows), torch.cat(cols)
 
-def _direct_rows(self:FeatureSampler, e1:Tensor, generator)->tuple[Tensor,Tensor]:
+def _copula_t(self:FeatureSampler, e1:Tensor)->Tensor:
+    "t of one block of rows, `(b, likely + k·w)`: fire iff η > t; written over this thread's scratch memory"
+    L = self.copula_loadings
+    return torch.mm(e1, L, out=_scratch('copula_t', (len(e1), L.shape[1]), L))
+
+def _direct_rows(self:FeatureSampler, t:Tensor, generator)->tuple[Tensor,Tensor]:
     "Firings of the likely columns: one Gaussian η per entry, fire iff η > t"
-    t = e1 @ self.head_loadings
-    rows, j = torch.nonzero(torch.randn(t.shape, generator=generator, device=t.device) > t, as_tuple=True)
+    h = len(self.head_features)
+    eta = torch.randn(len(t), h, generator=generator, device=t.device)
+    rows, j = torch.nonzero(eta > t[:, :h], as_tuple=True)
     return rows, self.head_features.index_select(0, j)
 
-def _thinned_rows(self:FeatureSampler, e1:Tensor, generator)->tuple[Tensor,Tensor]:
+def _thinned_rows(self:FeatureSampler, t:Tensor, generator)->tuple[Tensor,Tensor]:
     "Firings of the rare columns: proposals at each (sample, block)'s bound Φ̄(min t), accepted with Φ̄(t)/bound"
-    (k, w), B = self._blocks, len(e1)
-    if k * w == 0: return e1.new_zeros(0, dtype=torch.long), e1.new_zeros(0, dtype=torch.long)
-    t = e1 @ self.block_loadings                                   # (B, w·k): fire iff η > t
-    bound = _upper_tail(t.view(B, w, k).amin(1)).view(-1)          # Φ̄(min t) of each (sample, block)
+    (k, w), (B, n_t) = self._blocks, t.shape
+    h = n_t - k * w
+    if k * w == 0: return t.new_zeros(0, dtype=torch.long), t.new_zeros(0, dtype=torch.long)
+    bound = _upper_tail(t[:, h:].view(B, k, w).amin(2)).view(-1)   # Φ̄(min t) of each (sample, block)
     seg, off = segment_proposals(bound, w, generator, self.config.geometric_rounds)
-    entry = (seg // k) * (w * k) + off * k + seg % k
-    q = _upper_tail(t.view(-1).index_select(0, entry))
-    u = torch.rand(len(entry), generator=generator, device=e1.device)
-    i = (u * bound.index_select(0, seg) < q).nonzero().squeeze(1)
-    entry = entry.index_select(0, i)
-    return entry // (w * k), self.block_features.index_select(0, entry % (w * k))
-
+    row = seg.div(k, rounding_mode='floor')
+    col = (seg - row * k).mul_(w).add_(off)                        # rare column: block·w + offset
+    q = _upper_tail(t.view(-1).index_select(0, row * n_t + h + col))
+    u = torch.rand(len(seg), generator=generator, device=t.device)
+    i = (u.mul_(bound.index_select(0, seg)) < q).nonzero().squeeze(1)
+    return row.index_select(0, i), self.block_features.index_select(0, col.index_select(0, i))
 
 # %% ../nbs/05_sampler.ipynb #76e34887
 @torch.no_grad()
