@@ -470,13 +470,14 @@ def _set_child_table(self:FeatureSampler):
     kids = torch.where(valid, self.child_idx[(ptr[parents, None] + offset).clamp_max(last)], 0)
     pad = lambda t, fill: torch.where(valid.view(*valid.shape, *[1] * (t.dim() - 1)), t[kids], fill)
     no_diag = torch.zeros_like(valid, dtype=torch.float)
-    # per (parent, child) entry: threshold (∞ on padding: never fires), √δ, μ, σ, firing probability, ME, rescale
+    # per (parent, child) entry: threshold (∞ on padding: never fires), √δ, μ, σ, firing probability
     params = [pad(self.thresholds, float('inf')), pad(self.sqrt_diag, 0.) if self.sqrt_diag is not None else no_diag,
-              pad(self.mean_magnitudes, 0.), pad(self.std_magnitudes, 0.), pad(self.firing_probabilities, 0.),
-              (valid & (self.group[kids] >= 0)).float(), pad(self.rescale, False).float()]
+              pad(self.mean_magnitudes, 0.), pad(self.std_magnitudes, 0.), pad(self.firing_probabilities, 0.)]
     self.register_buffer('child_slot', slot, persistent=False)
     self.register_buffer('child_table', kids, persistent=False)                                  # (parents, width)
-    self.register_buffer('child_params', torch.stack(params, -1).contiguous(), persistent=False)  # (parents, width, 7)
+    self.register_buffer('child_params', torch.stack(params, -1).contiguous(), persistent=False)  # (parents, width, 5)
+    self.register_buffer('child_me', valid & (self.group[kids] >= 0), persistent=False)          # (parents, width)
+    self.register_buffer('child_rescale', pad(self.rescale, False), persistent=False)            # (parents, width)
     F_ = self.correlation_factor
     loadings = None if F_ is None else pad(F_, 0.).contiguous()                                 # (parents, width, r)
     self.register_buffer('child_loadings', loadings, persistent=False)
@@ -486,25 +487,26 @@ FeatureSampler._set_child_table = _set_child_table
 def _children_by_table(self:FeatureSampler, rows:Tensor, cols:Tensor, vals:Tensor, eps:Tensor|None, generator):
     "Active children of the active parents (rows, cols, vals) as (P, width) tables: firing, magnitudes, ME, rescale"
     slot = self.child_slot.index_select(0, cols)
-    threshold, sqrt_diag, mean, std, p, me, rescale = self.child_params.index_select(0, slot).unbind(-1)
+    threshold, sqrt_diag, mean, std, p = self.child_params.index_select(0, slot).unbind(-1)
     P, width, dev = threshold.shape[0], threshold.shape[1], threshold.device
     if eps is None: fire = torch.rand(P, width, generator=generator, device=dev) < p
     else:
         z = torch.bmm(self.child_loadings.index_select(0, slot), eps.index_select(0, rows)[:, :, None]).squeeze(-1)
         fire = torch.addcmul(z, sqrt_diag, torch.randn(P, width, generator=generator, device=dev)) > threshold
-    v = torch.relu(torch.addcmul(mean, std, torch.randn(P, width, generator=generator, device=dev)))
-    on = fire & (v > 0)
-    me = me > 0
-    key = torch.where(on & me, torch.rand(P, width, generator=generator, device=dev, dtype=torch.float64), -1.)
-    winner = key.argmax(1, keepdim=True) == torch.arange(width, device=dev)  # a uniform winner among active ME members
-    flat = torch.nonzero((on & (winner | ~me)).view(-1)).squeeze(1)
-    r = flat // width
-    child = self.child_table.view(-1).index_select(0, slot.index_select(0, r) * width + flat % width)
+    v = torch.addcmul(mean, std, torch.randn(P, width, generator=generator, device=dev)).relu_()
+    on = fire.logical_and_(v > 0)
+    me = self.child_me.index_select(0, slot)
+    key = torch.rand(P, width, generator=generator, device=dev, dtype=torch.float64).masked_fill_(~(on & me), -1.)
+    # a uniform winner among the active ME members; members of other groups and non-members stay
+    keep = (key.argmax(1, keepdim=True) == torch.arange(width, device=dev)).logical_or_(~me).logical_and_(on)
+    flat = keep.view(-1).nonzero().squeeze(1)
+    r = flat.div(width, rounding_mode='floor')
+    child = self.child_table.index_select(0, slot).view(-1).index_select(0, flat)
     v = v.view(-1).index_select(0, flat)
-    scale = vals.index_select(0, r) / self.mean_magnitudes.index_select(0, cols.index_select(0, r))
-    return rows.index_select(0, r), child, torch.where(rescale.view(-1).index_select(0, flat) > 0, v * scale, v)
+    scale = (vals / self.mean_magnitudes.index_select(0, cols)).index_select(0, r)  # parent value / parent mean
+    rescale = self.child_rescale.index_select(0, slot).view(-1).index_select(0, flat)
+    return rows.index_select(0, r), child, torch.where(rescale, v * scale, v)
 FeatureSampler._children_by_table = _children_by_table
-
 
 # %% ../nbs/05_sampler.ipynb #5af96e87
 def _exclusion(self:FeatureSampler, segment:Tensor, feature:Tensor, generator, general:bool=False)->Tensor:
