@@ -527,6 +527,8 @@ def sparse_features(self:FeatureSampler, batch_size:int, generator=None)->Sparse
     "Feature activations of a batch drawn top-down, with work proportional to the active features"
     with sampling_threads(self.mean_magnitudes.device): return self._sparse_features(batch_size, generator)
 
+def _select(i:Tensor, *ts:Tensor)->tuple: return tuple(t.index_select(0, i) for t in ts)
+
 @torch.no_grad()
 def _sparse_features(self:FeatureSampler, batch_size:int, generator=None)->SparseFeatures:
     if self.correlation_cholesky is not None:  # a dense correlation matrix couples every pair: no top-down form
@@ -537,8 +539,7 @@ def _sparse_features(self:FeatureSampler, batch_size:int, generator=None)->Spars
     eps = None if F_ is None else torch.randn(batch_size, F_.shape[1], generator=generator, device=dev)
     rows, cols = self._top_level(batch_size, eps, generator)
     vals = draw_magnitudes(cols, self.mean_magnitudes, self.std_magnitudes, generator)
-    i = (vals > 0).nonzero().squeeze(1)
-    rows, cols, vals = rows[i], cols[i], vals[i]
+    rows, cols, vals = _select((vals > 0).nonzero().squeeze(1), rows, cols, vals)
     if self._top_level_me:
         keep = self._exclusion(rows, cols, generator, general=True)
         rows, cols, vals = rows[keep], cols[keep], vals[keep]
@@ -547,13 +548,11 @@ def _sparse_features(self:FeatureSampler, batch_size:int, generator=None)->Spars
     while True:
         i = self.has_children.index_select(0, cols).nonzero().squeeze(1)
         if len(i) == 0: break
-        rows, cols, vals = children(rows.index_select(0, i), cols.index_select(0, i), vals.index_select(0, i), eps,
-                                    generator)
+        rows, cols, vals = children(*_select(i, rows, cols, vals), eps, generator)
         out.append((rows, cols, vals))
     rows, cols, vals = (torch.cat(t) for t in zip(*out))
     return sparse_from_pairs(rows, cols, vals, batch_size, self.num_features)
 FeatureSampler.sparse_features, FeatureSampler._sparse_features = sparse_features, _sparse_features
-
 
 # %% ../nbs/05_sampler.ipynb #bb54d4e7
 def hierarchy_violations(acts:Tensor, flat:FlatHierarchy)->dict:
