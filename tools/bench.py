@@ -6,7 +6,7 @@ Every number is measured in this run on this machine and the table is printed fr
 Python that imports it is given (`--reference-python`, else `$SYNTHSAE_REFERENCE_PYTHON`, else this interpreter
 if it has `sae_lens`), runs in a subprocess on the *same* world (saved by us and loaded by its own
 `load_from_disk`: our save format is the reference's) with the same thread count. Our timings are medians over
-`n_batches` batches after one warm-up batch.
+`n_batches` batches after one warm-up batch (the repeats below warm up longer).
 
 * **samples/s**: `model.sample(batch_size)`, hidden activations `(B, D)`, everything included;
 * **build**: `SyntheticModel(cfg)` from scratch: hierarchy, copula, directions with the config's
@@ -14,13 +14,20 @@ if it has `sae_lens`), runs in a subprocess on the *same* world (saved by us and
   would take too long, so its per-step time is extrapolated;
 * **rho_mm**: `superposition_stats` over all N(N−1) pairs, with and without the per-feature percentiles;
 * **repeats** (`--repeats N`, N ≥ 1): samples/s in N fresh processes each, ours and the reference's interleaved,
-  as min / median / max, with the ratio of each pair. Fresh processes, because what varies is per process.
-  Why the spread: torch's OpenMP threads, once a parallel region ends, *spin* waiting for the next one (libgomp's
-  default wait policy). The sampler runs many small parallel regions per batch; on a 2-core machine where any other
-  process runs, a spinning thread takes the core its partner (or the other process) needs, and a region waits
-  for a descheduled thread. So our samples/s fall by up to 10× with whatever else runs, and vary between runs,
+  as min / median / max, with the ratio of each pair. Each of our processes warms up (≥ 3 batches and 0.5 s: the
+  first two batches page in the world and grow the heap, ≈ 10k first-touch page faults) and then times batches for
+  ≥ 2 s (≥ `n_batches`), so that a process's median does not rest on a fraction of a second of a shared machine.
+  Why the spread. (1) torch's OpenMP threads, once a parallel region ends, *spin* waiting for the next one
+  (libgomp's default wait policy); the sampler runs ≈ 110 parallel regions per batch, and on a 2-core machine where
+  any other process runs a spinning thread takes the core its partner needs, so our samples/s fell by up to 10×
   while the reference's few large products barely notice. `OMP_WAIT_POLICY=PASSIVE` (threads sleep when idle)
-  removes it; the repeats run both libraries with `--omp_wait_policy` (default PASSIVE) in their environment.
+  removes that; the repeats run both libraries with `--omp_wait_policy` (default PASSIVE). (2) What is left is the
+  machine, not the process: with another job on the cores, the medians of consecutive 10-batch windows *inside*
+  one process differ by 1.8–1.9× (max/min), more than the medians of whole processes (1.5–1.6×), and
+  `ours_cpu_per_wall` (CPU seconds per wall second while timing) shows how much of the two cores a process got.
+  (3) A per-process effect that was real but small: glibc returning heap memory to the kernel between batches,
+  0–550 page faults per batch depending on the process; the sampler now keeps its large temporaries in per-thread
+  scratch memory (≈ 2 faults per batch).
 * **scaling**: samples/s of independent features (no hierarchy, no copula) at a fixed expected L0 as N grows:
   the sampler's cost follows L0, not N (what bounds it is discussed in the sampler notebook).
 """
@@ -101,11 +108,17 @@ if a['threads']: torch.set_num_threads(a['threads'])
 from synthsae.model import SyntheticModel
 m = SyntheticModel.load(a['path'])
 g = torch.Generator().manual_seed(0)
-m.sample(a['batch_size'], g)
-times = []
-for _ in range(a['repeats']):
+# warm-up: the first batches page in the world and grow the heap (≈ 10k first-touch page faults in two batches)
+end = time.perf_counter() + a['warmup_s']
+for i in range(1000):
+    m.sample(a['batch_size'], g)
+    if i + 1 >= a['warmup_batches'] and time.perf_counter() > end: break
+times, end, cpu = [], time.perf_counter() + a['min_seconds'], time.process_time()
+while len(times) < a['repeats'] or time.perf_counter() < end:
     t = time.perf_counter(); m.sample(a['batch_size'], g); times.append(time.perf_counter() - t)
-print(json.dumps(dict(samples_per_second=a['batch_size'] / statistics.median(times), torch_threads=torch.get_num_threads())))
+cpu_per_wall = (time.process_time() - cpu) / sum(times)  # < 1 per busy thread: other work had the cores
+print(json.dumps(dict(samples_per_second=a['batch_size'] / statistics.median(times), n_batches=len(times),
+                      cpu_per_wall=cpu_per_wall, torch_threads=torch.get_num_threads())))
 '''
 
 
@@ -122,25 +135,31 @@ def repeated_sampling(
     reference_python:str|None=None,  # a Python with sae_lens; None: ours only
     omp_wait_policy:str='PASSIVE',   # OMP_WAIT_POLICY of every process ('' leaves the environment's)
     timeout:float=1800,
+    min_seconds:float=2.,      # our processes time batches for at least this long (the reference's take longer)
+    warmup_s:float=0.5,        # our processes' warm-up: at least 3 batches and this long
 )->dict:
     "Samples/s in `repeats` fresh processes per library, interleaved (ours, reference, ours, …): min/median/max"
     env = {**os.environ, **({'OMP_WAIT_POLICY': omp_wait_policy} if omp_wait_policy else {})}
-    ours, ref, errors = [], [], []
+    ours, ref, errors, cpu = [], [], [], []
     with tempfile.TemporaryDirectory() as d:
         model.save(Path(d)/'world')
         a = dict(path=str(Path(d)/'world'), batch_size=batch_size, repeats=n_batches, threads=threads)
+        oa = dict(a, min_seconds=min_seconds, warmup_s=warmup_s, warmup_batches=3)
         for _ in range(repeats):
-            r = subprocess.run([sys.executable, '-c', OURS_SCRIPT, json.dumps(a)], capture_output=True, text=True,
+            r = subprocess.run([sys.executable, '-c', OURS_SCRIPT, json.dumps(oa)], capture_output=True, text=True,
                                timeout=timeout, env=env)
             if r.returncode: raise RuntimeError(f"our sampler process failed:\n{r.stderr[-2000:]}")
-            ours.append(json.loads(r.stdout.strip().splitlines()[-1])['samples_per_second'])
+            res = json.loads(r.stdout.strip().splitlines()[-1])
+            ours.append(res['samples_per_second'])
+            cpu.append(res['cpu_per_wall'])
             if not reference_python: continue
             ra = dict(a, ortho_steps=0, rho=False)
             r = subprocess.run([reference_python, '-c', REFERENCE_SCRIPT, json.dumps(ra)], capture_output=True,
                                text=True, timeout=timeout, env=env)
             if r.returncode: errors.append(r.stderr[-500:])
             else: ref.append(json.loads(r.stdout.strip().splitlines()[-1])['samples_per_second'])
-    out = dict(repeats=repeats, n_batches=n_batches, omp_wait_policy=omp_wait_policy or None, ours=_spread(ours))
+    out = dict(repeats=repeats, n_batches=n_batches, min_seconds=min_seconds, omp_wait_policy=omp_wait_policy or None,
+               ours=_spread(ours), ours_cpu_per_wall=_spread(cpu))
     if ref:
         out['reference'] = _spread(ref)
         out['ratio'] = _spread([o / r for o, r in zip(ours, ref)])   # each pair ran one after the other
@@ -152,9 +171,14 @@ def repeated_sampling(
 def repeats_markdown(rep:dict)->str:
     "min / median / max of `repeated_sampling`"
     rows = [('synthsae samples/s', rep['ours'], ',.0f')]
+    if 'ours_cpu_per_wall' in rep:
+        rows += [('synthsae CPU s per wall s (2: both threads busy)', rep['ours_cpu_per_wall'], '.2f')]
     if 'reference' in rep: rows += [('reference samples/s', rep['reference'], ',.0f'), ('ratio (pairs)', rep['ratio'], '.1f')]
-    lines = [f"Sampling in {rep['repeats']} fresh processes per library (median of {rep['n_batches']} batches each), "
-             f"OMP_WAIT_POLICY={rep['omp_wait_policy']}", '', '| | min | median | max |', '|---|---|---|---|']
+    ours_n = f"{rep['n_batches']} batches"
+    if 'min_seconds' in rep: ours_n = f"≥ {rep['n_batches']} batches and ≥ {rep['min_seconds']:g} s"
+    lines = [f"Sampling in {rep['repeats']} fresh processes per library (median batch time; ours: {ours_n} after a "
+             f"warm-up, the reference: {rep['n_batches']} batches), OMP_WAIT_POLICY={rep['omp_wait_policy']}", '',
+             '| | min | median | max |', '|---|---|---|---|']
     lines += [f"| {n} | {v['min']:{f}} | {v['median']:{f}} | {v['max']:{f}} |" for n, v, f in rows]
     return '\n'.join(lines) + '\n'
 
