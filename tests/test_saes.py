@@ -110,6 +110,27 @@ def test_sparse_decode_flat_offsets_gradients():
     assert_linear_close(gW_s, gW_d, A.T, up, extra_terms=40)          # Aᵀ up: one term per occurrence of a latent
     assert_sums_close(gv_s, gv_d, 7, linear_magnitude(up, W.T)[sample, lat])   # up W[lat]ᵀ: a 7-term dot product
 
+@pytest.mark.parametrize('arch', list(KW))
+def test_fired_and_count_without_building_z(arch):
+    "`SAEOut.fired` and `active_count` (the trainer's dead-latent and L0 bookkeeping) equal what the dense z gives"
+    sae = perturbed(arch); x = xs()
+    for training in (True, False):
+        sae.train(training)
+        o = sae(x)
+        fired, count = o.fired(), o.active_count()
+        assert torch.equal(fired, o.z.detach().any(0)) and int(count) == int(torch.count_nonzero(o.z))
+        assert 0 < int(count) < o.z.numel()
+
+def test_row_norms_backward_matches_autograd():
+    "`RowNorms` (a one-pass backward) gives autograd's gradient of ‖W_i‖.clamp_min(eps), zero rows included"
+    W = torch.randn(40, 24, generator=make_generator(2), dtype=torch.float64)
+    W[3] = 0.
+    g = torch.randn(40, generator=make_generator(3), dtype=torch.float64)
+    ours = torch.autograd.grad((RowNorms.apply(W.requires_grad_(), 1e-8) * g).sum(), W)[0]
+    ref = torch.autograd.grad((W.norm(dim=-1).clamp_min(1e-8) * g).sum(), W)[0]
+    assert torch.equal(ours[3], torch.zeros(24, dtype=torch.float64))
+    torch.testing.assert_close(ours, ref, rtol=8 * torch.finfo(torch.float64).eps, atol=0)  # a few roundings apart
+
 @pytest.mark.parametrize('k,bs', [(2.5, 16), (6, 64), (0.3, 10)])
 def test_batchtopk_keeps_floor_k_b(k, bs):
     sae = make_sae('batchtopk', 24, 96, k=k)
@@ -358,5 +379,7 @@ def test_batchtopk_prefilter_selects_the_exact_batch_top_k():
         fast = sae._prefiltered_topk(acts, K, stride=4)
         plain = acts.topk(K).indices.sort().values
         flat, vals, _ = sae.select_batch(pre)
-        assert torch.equal(flat, plain) and torch.equal(vals, acts[plain]), shift
+        # the same positive entries; when fewer than K are positive, the kept rest (ranked before the ReLU) is 0
+        assert len(flat) == K and torch.equal(flat[vals > 0], plain[acts[plain] > 0]), shift
+        assert torch.equal(vals.sort().values, acts[plain].sort().values), shift
         if fast is not None: assert torch.equal(fast.sort().values, plain), shift
