@@ -59,21 +59,25 @@ def init_decoder(
 
 # %% ../nbs/10_saes.ipynb #38e5ce36
 class SparseLatents(NamedTuple):
-    "A batch's selected latents without the dense matrix: distinct flat indices into (bs, n_lat) and their values"
-    flat:Tensor    # (n,) distinct indices row·n_lat + latent
-    vals:Tensor    # (n,) activation at each (zeros allowed)
-    shape:tuple    # (bs, n_lat)
+    "A batch's selected latents without the dense matrix: flat indices into (bs, n_lat) and their values"
+    flat:Tensor          # (n,) indices row·n_lat + latent
+    vals:Tensor          # (n,) activation at each (zeros allowed); ≥ 0 where an index repeats
+    shape:tuple          # (bs, n_lat)
+    distinct:bool=True   # False: an index may repeat, and its values add up (Matching Pursuit's re-selections)
     def dense(self)->Tensor:
-        "(bs, n_lat): `vals` at `flat`, zeros elsewhere"
-        return self.vals.new_zeros(self.shape).flatten().scatter(0, self.flat, self.vals).view(self.shape)
+        "(bs, n_lat): the sum of `vals` at each index of `flat`, zeros elsewhere"
+        return self.vals.new_zeros(self.shape).flatten().scatter_add(0, self.flat, self.vals).view(self.shape)
     def fired(self)->Tensor:
         "(n_lat,) bool: latents nonzero in some sample (no host sync)"
         n_lat = self.shape[1]
         hits = torch.zeros(n_lat, dtype=torch.long, device=self.flat.device)
         return hits.index_add_(0, self.flat % n_lat, (self.vals.detach() != 0).long()) > 0
     def count(self)->Tensor:
-        "Nonzero activations in the batch (0-d)"
-        return torch.count_nonzero(self.vals.detach())
+        "Nonzero entries of the dense matrix (0-d, no host sync)"
+        on = self.vals.detach() != 0
+        if self.distinct: return on.sum()
+        key = torch.where(on, self.flat, -1).sort().values   # each nonzero index once: where a run of it starts
+        return ((key >= 0) & torch.cat([key.new_ones(1, dtype=torch.bool), key[1:] != key[:-1]])).sum()
 
 class SAEOut:
     "Result of `SAE.forward`: reconstruction, latents, total loss and its named parts"
@@ -93,7 +97,7 @@ class SAEOut:
         return self._z.fired() if isinstance(self._z, SparseLatents) else self._z.detach().any(0)
     def active_count(self)->Tensor:
         "Nonzero latent activations in the batch (0-d); over the batch size it is the batch's L0"
-        return self._z.count() if isinstance(self._z, SparseLatents) else torch.count_nonzero(self._z.detach())
+        return self._z.count() if isinstance(self._z, SparseLatents) else self._z.detach().ne(0).sum()
 
 def mse_loss(x_hat:Tensor, x:Tensor)->Tensor:
     "Sum over dimensions, mean over the batch of (x̂ − x)²"
@@ -427,10 +431,10 @@ class BatchTopKSAE(TopKSAE):
         vals = F.relu(acts[flat] if pre is None else pre.take(flat))
         return flat, vals, runs_to_offsets(flat // n_lat, bs)
     @torch.no_grad()
-    def _prefiltered_topk(self, acts:Tensor, K:int, stride:int=16)->Tensor|None:
+    def _prefiltered_topk(self, acts:Tensor, K:int, stride:int=17)->Tensor|None:
         "Exact top-K indices of `acts` via a cut estimated on every `stride`-th value; None when it cannot help"
-        if acts.numel() < 8 * stride * K: return None
-        sub = acts[::stride]
+        if acts.numel() < 8 * K or K < stride: return None
+        sub = acts[::stride]  # a prime stride: the subsample visits every latent (a power-of-two width), not a few
         cut = sub.topk(max(1, 2 * K // stride), sorted=False).values.min()  # ≈ the 2K-th largest overall
         cand = (acts >= cut).nonzero().squeeze(1)
         # if at least K values reach the cut, the K-th largest does too, so the top K are all candidates
@@ -711,9 +715,10 @@ def pursue(self:MatchingPursuitSAE, x:Tensor)->tuple[Tensor, Tensor]:
     done = torch.zeros(r.shape[0], dtype=torch.bool, device=r.device)
     stops, I, V = self.cfg.stop_on_duplicate_support or self.cfg.residual_threshold > 0, [], []
     for _ in range(self.cfg.max_iterations or self.cfg.d_in):
-        with torch.no_grad(): j = F.relu(r @ self.W_dec.T).argmax(-1)          # (bs,)
-        d = self.W_dec[j]                                                          # (bs, d)
-        v = F.relu((r * d).sum(-1)) * ~done
+        with torch.no_grad(): j = (r @ self.W_dec.T).argmax(-1)  # (bs,); if no correlation is positive, v is 0
+        d = self.W_dec[j]                                          # (bs, d)
+        v = F.relu((r * d).sum(-1))
+        if stops: v = v * ~done
         r = r - v[:, None] * d
         if stops: done = self._stop(done, r, j, v, I, V)
         I.append(j)
@@ -734,7 +739,8 @@ def forward(self:MatchingPursuitSAE, x:Tensor, dead_mask:Tensor|None=None, step:
     "Pursuit, sparse decode, MSE only"
     I, V = self.pursue(x)
     x_hat = sparse_decode(I, V, self.W_dec) + (self.b_dec if self.cfg.apply_b_dec_to_input else 0.)
-    z = torch.zeros(x.shape[0], self.cfg.d_sae, device=x.device, dtype=V.dtype).scatter_add(1, I, V)
+    flat = (torch.arange(len(I), device=I.device)[:, None] * self.cfg.d_sae + I).flatten()
+    z = SparseLatents(flat, V.flatten(), (len(I), self.cfg.d_sae), distinct=False)
     return sae_out(x_hat, z, mse_loss=mse_loss(x_hat, x))
 
 # %% ../nbs/10_saes.ipynb #2f3d06bb

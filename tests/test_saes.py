@@ -121,6 +121,12 @@ def test_fired_and_count_without_building_z(arch):
         assert torch.equal(fired, o.z.detach().any(0)) and int(count) == int(torch.count_nonzero(o.z))
         assert 0 < int(count) < o.z.numel()
 
+def test_sparse_latents_with_repeated_indices():
+    "Matching Pursuit's re-selections: values at a repeated index add up, and it counts once"
+    z = SparseLatents(torch.tensor([0, 0, 5, 7, 7, 9]), torch.tensor([1., 2., 0., 0., 3., 4.]), (2, 5), distinct=False)
+    assert torch.equal(z.dense(), torch.tensor([[3., 0., 0., 0., 0.], [0., 0., 3., 0., 4.]]))
+    assert int(z.count()) == 3 and torch.equal(z.fired(), torch.tensor([True, False, True, False, True]))
+
 def test_row_norms_backward_matches_autograd():
     "`RowNorms` (a one-pass backward) gives autograd's gradient of ‖W_i‖.clamp_min(eps), zero rows included"
     W = torch.randn(40, 24, generator=make_generator(2), dtype=torch.float64)
