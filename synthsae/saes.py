@@ -426,19 +426,25 @@ class BatchTopKSAE(TopKSAE):
         K = min(int(self.cfg.k * bs), acts.numel())
         # the length check syncs: CPU only
         flat = self._prefiltered_topk(acts, K) if acts.device.type == 'cpu' else None
-        if flat is None: flat = acts.topk(K, sorted=False).indices
-        flat = flat.sort().values
+        if flat is None: flat = acts.topk(K, sorted=False).indices.sort().values
         vals = F.relu(acts[flat] if pre is None else pre.take(flat))
         return flat, vals, runs_to_offsets(flat // n_lat, bs)
     @torch.no_grad()
-    def _prefiltered_topk(self, acts:Tensor, K:int, stride:int=17)->Tensor|None:
-        "Exact top-K indices of `acts` via a cut estimated on every `stride`-th value; None when it cannot help"
-        if acts.numel() < 8 * K or K < stride: return None
-        sub = acts[::stride]  # a prime stride: the subsample visits every latent (a power-of-two width), not a few
-        cut = sub.topk(max(1, 2 * K // stride), sorted=False).values.min()  # ≈ the 2K-th largest overall
-        cand = (acts >= cut).nonzero().squeeze(1)
+    def _prefiltered_topk(self, acts:Tensor, K:int, stride:int|None=None)->Tensor|None:
+        "Exact top-K indices of `acts`, ascending, via a cut estimated on a strided subsample; None if it cannot help"
+        if acts.numel() < 8 * K: return None
+        # a prime stride, so the subsample visits every latent of a power-of-two width (not the same few), as large
+        # as leaves ≥ 256 values above the subsample's cut (its count then varies by a few percent, far below 2×)
+        stride = stride or max(p for p in (17, 31, 61, 127, 251, 509) if p <= max(K // 128, 17))
+        if K < stride: return None
+        cut = acts[::stride].topk(max(1, 2 * K // stride), sorted=False).values.min()  # ≈ the 2K-th largest overall
+        cand = (acts >= cut).nonzero().squeeze(1)   # ascending
         # if at least K values reach the cut, the K-th largest does too, so the top K are all candidates
-        return cand[acts[cand].topk(K, sorted=False).indices] if len(cand) >= K else None
+        if len(cand) < K: return None
+        v = acts[cand]
+        keep = (v >= v.kthvalue(len(cand) - K + 1).values).nonzero().squeeze(1)   # ≥ the K-th largest, in order
+        if len(keep) == K: return cand[keep]
+        return cand[v.topk(K, sorted=False).indices].sort().values   # ties at the K-th largest: any K of them
     def encode(self, x:Tensor, mode:str|None=None)->Tensor:
         "Latents in `mode` 'batch' (batch top-k) or 'threshold' (h′·1[h′ > θ])"
         mode, pre_r = self._mode(mode), self.rescaled_pre(x)

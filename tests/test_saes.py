@@ -389,3 +389,7 @@ def test_batchtopk_prefilter_selects_the_exact_batch_top_k():
         assert len(flat) == K and torch.equal(flat[vals > 0], plain[acts[plain] > 0]), shift
         assert torch.equal(vals.sort().values, acts[plain].sort().values), shift
         if fast is not None: assert torch.equal(fast.sort().values, plain), shift
+    for n_lat, k in ((512, 10), (4096, 25)):   # the cpu and paper widths at batch 1,024: default strides 61 and 127
+        acts = torch.relu(torch.randn(1024 * n_lat, generator=g))
+        fast = sae._prefiltered_topk(acts, 1024 * k)
+        assert fast is not None and torch.equal(fast, acts.topk(1024 * k).indices.sort().values), n_lat
