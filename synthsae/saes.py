@@ -238,10 +238,13 @@ class GatherPre(torch.autograd.Function):
         gh = g if s is None else g * s[cols]                                 # dL/dh at the chosen entries
         n_lat, gx, gW, gbe, gbd, gs = W_enc.shape[1], None, None, None, None, None
         xc = x if b_dec is None else x - b_dec.to(x.dtype)                   # what multiplies W_enc
-        if len(cols) * DENSE_BACKWARD_ABOVE > x.shape[0] * n_lat:          # many entries (AuxK, most latents dead)
-            G = gh.new_zeros(x.shape[0], n_lat).index_put_((rows, cols), gh, accumulate=True)
-            if need[1]: gx = (G @ W_enc.t().to(G.dtype)).to(x.dtype)
-            if need[2]: gW = (xc.t().to(G.dtype) @ G).to(W_enc.dtype)
+        # the latents touched: on the CPU (no sync) just their range, e.g. one Matryoshka segment's dead ones
+        lo, hi = (int(cols.min()), int(cols.max()) + 1) if cols.device.type == 'cpu' and len(cols) else (0, n_lat)
+        if len(cols) * DENSE_BACKWARD_ABOVE > x.shape[0] * (hi - lo):      # many entries (AuxK, most latents dead)
+            G = gh.new_zeros(x.shape[0], hi - lo).index_put_((rows, cols - lo), gh, accumulate=True)
+            W = W_enc[:, lo:hi]
+            if need[1]: gx = (G @ W.t().to(G.dtype)).to(x.dtype)
+            if need[2]: gW = F.pad(G.t() @ xc.to(G.dtype), (0, 0, lo, n_lat - hi)).t().to(W_enc.dtype)  # W_enc's layout
         else:
             if need[1]: gx = _sum_by(rows, cols, gh, W_enc.t(), x.shape[0]).to(x.dtype)
             if need[2]: gW = _sum_by(cols, rows, gh, xc, n_lat).t().to(W_enc.dtype)

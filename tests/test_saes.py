@@ -127,6 +127,22 @@ def test_sparse_latents_with_repeated_indices():
     assert torch.equal(z.dense(), torch.tensor([[3., 0., 0., 0., 0.], [0., 0., 3., 0., 4.]]))
     assert int(z.count()) == 3 and torch.equal(z.fired(), torch.tensor([True, False, True, False, True]))
 
+def test_gather_pre_dense_branch_on_a_latent_range():
+    "Many entries inside one range of latents (a Matryoshka segment's AuxK): the dense branch on that range only"
+    g = make_generator(7)
+    x, W, be, bd, s = (torch.randn(*sh, generator=g, dtype=torch.float64, requires_grad=True)
+                       for sh in ((6, 8), (8, 32), (32,), (8,), (32,)))
+    W_cm = W.detach().t().contiguous().t().requires_grad_()   # column-major, as an SAE's W_enc
+    h = lambda: ((x - bd) @ W_cm + be) * s
+    with torch.no_grad(): r = h()
+    sparse = PreActs(r, lambda rows, cols: GatherPre.apply(r, x, W_cm, be, bd, s, rows, cols)).narrow(8, 16)
+    idx = torch.randint(0, 8, (6, 6), generator=g)             # 36 of the range's 48 entries: dense on 8 columns
+    params = (x, W_cm, be, bd, s)
+    got = torch.autograd.grad(sparse.gather(idx).sum(), params)
+    want = torch.autograd.grad(PreActs.dense(h()).narrow(8, 16).gather(idx).sum(), params)
+    for a, b in zip(got, want): torch.testing.assert_close(a, b)
+    assert got[1].stride() == W_cm.stride()                   # no transposed copy when the gradient is accumulated
+
 def test_row_norms_backward_matches_autograd():
     "`RowNorms` (a one-pass backward) gives autograd's gradient of ‖W_i‖.clamp_min(eps), zero rows included"
     W = torch.randn(40, 24, generator=make_generator(2), dtype=torch.float64)
