@@ -718,22 +718,45 @@ class MatchingPursuitSAE(SAE):
 
 # %% ../nbs/10_saes.ipynb #21f9d4be
 @patch
-def pursue(self:MatchingPursuitSAE, x:Tensor)->tuple[Tensor, Tensor]:
-    "Selected latents and coefficients (bs, T) of the pursuit; re-selections repeat an index"
-    r = x - self.b_dec if self.cfg.apply_b_dec_to_input else x
-    done = torch.zeros(r.shape[0], dtype=torch.bool, device=r.device)
-    stops, I, V = self.cfg.stop_on_duplicate_support or self.cfg.residual_threshold > 0, [], []
-    for _ in range(self.cfg.max_iterations or self.cfg.d_in):
-        with torch.no_grad(): j = (r @ self.W_dec.T).argmax(-1)  # (bs,); if no correlation is positive, v is 0
-        d = self.W_dec[j]                                          # (bs, d)
+@torch.no_grad()
+def _select(self:MatchingPursuitSAE, r:Tensor)->tuple[Tensor, Tensor, Tensor|None]:
+    "The pursuit without autograd: latents and coefficients (bs, T), and which samples still ran at each step"
+    W, T = self.W_dec, self.cfg.max_iterations or self.cfg.d_in
+    # the correlations c = r Wᵀ: one product per step, or one at the start and then c ← c − v·(W Wᵀ)[j] when the
+    # Gram matrix costs less than the products it replaces, (T − 1)·bs > L; the two differ by float rounding only
+    gram = W @ W.T if (T - 1) * len(r) > len(W) else None
+    c = r @ W.T if gram is not None else None
+    done = torch.zeros(len(r), dtype=torch.bool, device=r.device)
+    stops, I, V, live = self.cfg.stop_on_duplicate_support or self.cfg.residual_threshold > 0, [], [], []
+    for _ in range(T):
+        j = (c if gram is not None else r @ W.T).argmax(-1)    # (bs,); if no correlation is positive, v is 0
+        d = W[j]                                                # (bs, d)
         v = F.relu((r * d).sum(-1))
-        if stops: v = v * ~done
+        if stops:
+            live.append(~done)
+            v = v * live[-1]
         r = r - v[:, None] * d
+        if gram is not None: c.addcmul_(v[:, None], gram.index_select(0, j), value=-1)
         if stops: done = self._stop(done, r, j, v, I, V)
         I.append(j)
         V.append(v)
         if stops and bool(done.all()): break
-    return torch.stack(I, 1), torch.stack(V, 1)
+    return torch.stack(I, 1), torch.stack(V, 1), torch.stack(live, 1) if stops else None
+
+@patch
+def pursue(self:MatchingPursuitSAE, x:Tensor)->tuple[Tensor, Tensor]:
+    "Selected latents and coefficients (bs, T) of the pursuit; re-selections repeat an index"
+    r = x - self.b_dec if self.cfg.apply_b_dec_to_input else x
+    I, V, live = self._select(r.detach())
+    if not (torch.is_grad_enabled() and (r.requires_grad or self.W_dec.requires_grad)): return I, V
+    # the same steps again with autograd, on the chosen atoms gathered at once (one gather, one backward)
+    D, V = self.W_dec[I], []
+    for t in range(I.shape[1]):
+        v = F.relu((r * D[:, t]).sum(-1))
+        if live is not None: v = v * live[:, t]
+        r = r - v[:, None] * D[:, t]
+        V.append(v)
+    return I, torch.stack(V, 1)
 
 @patch
 def encode(self:MatchingPursuitSAE, x:Tensor, mode:str|None=None)->Tensor:

@@ -143,6 +143,17 @@ def test_gather_pre_dense_branch_on_a_latent_range():
     for a, b in zip(got, want): torch.testing.assert_close(a, b)
     assert got[1].stride() == W_cm.stride()                   # no transposed copy when the gradient is accumulated
 
+def test_pursuit_gram_updates_match_fresh_products():
+    "Pursuit's correlations updated through W Wᵀ (large batches) select as the fresh products (one sample at a time)"
+    sae, x = perturbed('matching_pursuit'), xs()
+    r = x - sae.b_dec
+    I, V, _ = sae._select(r.detach())                 # (T − 1)·bs = 256 > L = 96: the Gram path
+    one = [sae._select(r[i:i + 1].detach()) for i in range(len(x))]   # 4 < 96: a product per step
+    assert torch.equal(I, torch.cat([o[0] for o in one]))
+    torch.testing.assert_close(V, torch.cat([o[1] for o in one]))
+    I2, V2 = sae.pursue(x)                            # with autograd: the steps replayed on the gathered atoms
+    assert torch.equal(I2, I) and torch.equal(V2.detach(), V) and V2.requires_grad
+
 def test_row_norms_backward_matches_autograd():
     "`RowNorms` (a one-pass backward) gives autograd's gradient of ‖W_i‖.clamp_min(eps), zero rows included"
     W = torch.randn(40, 24, generator=make_generator(2), dtype=torch.float64)
