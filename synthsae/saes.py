@@ -749,12 +749,12 @@ def pursue(self:MatchingPursuitSAE, x:Tensor)->tuple[Tensor, Tensor]:
     r = x - self.b_dec if self.cfg.apply_b_dec_to_input else x
     I, V, live = self._select(r.detach())
     if not (torch.is_grad_enabled() and (r.requires_grad or self.W_dec.requires_grad)): return I, V
-    # the same steps again with autograd, on the chosen atoms gathered at once (one gather, one backward)
-    D, V = self.W_dec[I], []
-    for t in range(I.shape[1]):
-        v = F.relu((r * D[:, t]).sum(-1))
+    V = []
+    for t in range(I.shape[1]):   # the same steps again with autograd (index_select: its backward is an index_add)
+        d = self.W_dec.index_select(0, I[:, t])
+        v = F.relu((r * d).sum(-1))
         if live is not None: v = v * live[:, t]
-        r = r - v[:, None] * D[:, t]
+        r = r - v[:, None] * d
         V.append(v)
     return I, torch.stack(V, 1)
 
