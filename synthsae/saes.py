@@ -98,6 +98,10 @@ class SAEOut:
     def active_count(self)->Tensor:
         "Nonzero latent activations in the batch (0-d); over the batch size it is the batch's L0"
         return self._z.count() if isinstance(self._z, SparseLatents) else self._z.detach().ne(0).sum()
+    # still a 4-tuple (x_hat, z, loss, losses) for code that unpacks or indexes it
+    def __iter__(self): return iter((self.x_hat, self.z, self.loss, self.losses))
+    def __getitem__(self, i): return tuple(self)[i]
+    def __len__(self): return 4
 
 def mse_loss(x_hat:Tensor, x:Tensor)->Tensor:
     "Sum over dimensions, mean over the batch of (x̂ − x)²"

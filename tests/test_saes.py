@@ -120,6 +120,8 @@ def test_fired_and_count_without_building_z(arch):
         fired, count = o.fired(), o.active_count()
         assert torch.equal(fired, o.z.detach().any(0)) and int(count) == int(torch.count_nonzero(o.z))
         assert 0 < int(count) < o.z.numel()
+    x_hat, z, loss, losses = o                          # unpacks and indexes as the 4-tuple it used to be
+    assert z is o.z and o[0] is x_hat and o[2] is loss and losses is o.losses and len(o) == 4
 
 def test_sparse_latents_with_repeated_indices():
     "Matching Pursuit's re-selections: values at a repeated index add up, and it counts once"
