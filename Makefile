@@ -60,8 +60,10 @@ test: export-check lint clean-check nbtest pytest pytest-default-isa
 
 # the main job: the paper's tables and figures at the cpu scale (papermill notebooks 71–73), summary.json and
 # report.html under reports/; it resumes, so a second run only redoes what is missing
+# OpenMP threads sleep when idle (PASSIVE): with libgomp's default they spin, and on a small machine where anything
+# else runs, each of the sampler's many short parallel regions can wait for a descheduled thread (tools/bench.py)
 reproduce: install
-	$(BIN)/synthsae reproduce --scale cpu --device cpu --out reports
+	OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-PASSIVE} $(BIN)/synthsae reproduce --scale cpu --device cpu --out reports
 
 # the baseline files the benchmark card ships (synthsae/data/baselines/): the 16k world's from the paper's numbers and
 # the cpu world's from the L0 sweep of a full `make reproduce` (it reads reports/72_l0_sweep/); without a full

@@ -62,7 +62,7 @@ _TINY = Scale('tiny', model='tiny', d_sae=64, training_samples=8_192, batch_size
               superposition_dims=(24, 48, 96), dead_feature_window=8, correlation_scales=(0., 0.1),
               ablation_l0s=(2, 4), probe_steps=300, probe_lr=3e-2, throughput_sizes=(128, 512, 2_048),
               throughput_batches=3, autotuner=dict(integral_gain=0.05))
-_CPU = Scale('cpu', model='cpu', d_sae=512, training_samples=1_000_000, batch_size=1024, lr=5e-3,
+_CPU = Scale('cpu', model='cpu', d_sae=512, training_samples=1_500_000, batch_size=1024, lr=5e-3,
              eval_samples=16_384, seeds=(0,), l0s=(6, 8, 10, 12, 14), l0_ref=10, t3_l0s=(10, 8),
              stats_samples=20_000, top_k=512, superposition_dims=(128, 256, 512), dead_feature_window=20,
              correlation_scales=(0., 0.1, 0.15), ablation_l0s=(6, 8, 10), probe_steps=1_000, probe_lr=3e-2,
@@ -304,7 +304,7 @@ def train_cached(
 
 # %% ../nbs/70_paper.ipynb #6424cd6b
 def scale_label(s:Scale)->str:
-    "Figure-title label of a scale, e.g. 'scale=cpu (reduced: N=4,096, D=256, L=512, 1,000,000 samples, 1 seed)'"
+    "Figure-title label of a scale, e.g. 'scale=cpu (reduced: N=4,096, D=256, L=512, 1,500,000 samples, 1 seed)'"
     if s.scale == 'paper': return 'scale=paper'
     cfg = preset(s.model)
     return (f"scale={s.scale} (reduced: N={cfg.num_features:,}, D={cfg.hidden_dim:,}, L={s.d_sae:,}, "

@@ -16,13 +16,13 @@ from .core import (resolve_seed, make_generator, unit_rows, cos_sim, check_range
                            DTYPES, to_jsonable, atomic_directory, write_json)
 
 # %% auto #0
-__all__ = ['NORMALIZATIONS', 'DENSE_BACKWARD_ABOVE', 'ARCHS', 'PAPER_TOTAL_STEPS', 'SAEConfig', 'init_decoder', 'SAEOut',
-           'mse_loss', 'sae_out', 'warmup_coefficient', 'SAE', 'sparse_decode', 'runs_to_offsets', 'GatherPre',
-           'PreActs', 'StandardSAEConfig', 'StandardSAE', 'topk_aux_loss', 'TopKSAEConfig', 'TopKSAE',
-           'BatchTopKSAEConfig', 'BatchTopKSAE', 'rectangle', 'JumpReLUFn', 'StepFn', 'JumpReLUSAEConfig',
-           'JumpReLUSAE', 'default_matryoshka_widths', 'matryoshka_widths', 'MatryoshkaBatchTopKSAEConfig',
-           'MatryoshkaBatchTopKSAE', 'MatchingPursuitSAEConfig', 'MatchingPursuitSAE', 'make_sae', 'load_sae',
-           'jumprelu_paper_v1', 'jumprelu_later', 'paper_sae_config']
+__all__ = ['NORMALIZATIONS', 'DENSE_BACKWARD_ABOVE', 'ARCHS', 'PAPER_TOTAL_STEPS', 'SAEConfig', 'init_decoder', 'SparseLatents',
+           'SAEOut', 'mse_loss', 'sae_out', 'warmup_coefficient', 'affine', 'RowNorms', 'SAE', 'sparse_decode',
+           'runs_to_offsets', 'GatherPre', 'PreActs', 'StandardSAEConfig', 'StandardSAE', 'topk_aux_loss',
+           'TopKSAEConfig', 'TopKSAE', 'BatchTopKSAEConfig', 'BatchTopKSAE', 'rectangle', 'JumpReLUFn', 'StepFn',
+           'JumpReLUSAEConfig', 'JumpReLUSAE', 'default_matryoshka_widths', 'matryoshka_widths',
+           'MatryoshkaBatchTopKSAEConfig', 'MatryoshkaBatchTopKSAE', 'MatchingPursuitSAEConfig', 'MatchingPursuitSAE',
+           'make_sae', 'load_sae', 'jumprelu_paper_v1', 'jumprelu_later', 'paper_sae_config']
 
 # %% ../nbs/10_saes.ipynb #0e71e8fc
 NORMALIZATIONS = ('none', 'expected_average_only_in')
@@ -58,12 +58,50 @@ def init_decoder(
     return W if norm is None else unit_rows(W) * norm
 
 # %% ../nbs/10_saes.ipynb #38e5ce36
-class SAEOut(NamedTuple):
-    "Result of `SAE.forward`"
-    x_hat:Tensor   # (bs, d) reconstruction
-    z:Tensor       # (bs, n_lat) latent activations
-    loss:Tensor    # scalar: sum of `losses`
-    losses:dict    # name -> scalar tensor
+class SparseLatents(NamedTuple):
+    "A batch's selected latents without the dense matrix: flat indices into (bs, n_lat) and their values"
+    flat:Tensor          # (n,) indices row·n_lat + latent
+    vals:Tensor          # (n,) activation at each (zeros allowed); ≥ 0 where an index repeats
+    shape:tuple          # (bs, n_lat)
+    distinct:bool=True   # False: an index may repeat, and its values add up (Matching Pursuit's re-selections)
+    def dense(self)->Tensor:
+        "(bs, n_lat): the sum of `vals` at each index of `flat`, zeros elsewhere"
+        return self.vals.new_zeros(self.shape).flatten().scatter_add(0, self.flat, self.vals).view(self.shape)
+    def fired(self)->Tensor:
+        "(n_lat,) bool: latents nonzero in some sample (no host sync)"
+        n_lat = self.shape[1]
+        hits = torch.zeros(n_lat, dtype=torch.long, device=self.flat.device)
+        return hits.index_add_(0, self.flat % n_lat, (self.vals.detach() != 0).long()) > 0
+    def count(self)->Tensor:
+        "Nonzero entries of the dense matrix (0-d, no host sync)"
+        on = self.vals.detach() != 0
+        if self.distinct: return on.sum()
+        key = torch.where(on, self.flat, -1).sort().values   # each nonzero index once: where a run of it starts
+        return ((key >= 0) & torch.cat([key.new_ones(1, dtype=torch.bool), key[1:] != key[:-1]])).sum()
+
+class SAEOut:
+    "Result of `SAE.forward`: reconstruction, latents, total loss and its named parts"
+    def __init__(self,
+                 x_hat:Tensor,            # (bs, d) reconstruction
+                 z:Tensor|SparseLatents,  # (bs, n_lat) latent activations, or the selected ones (built on first use)
+                 loss:Tensor,             # scalar: sum of `losses`
+                 losses:dict):            # name -> scalar tensor
+        self.x_hat, self._z, self.loss, self.losses = x_hat, z, loss, losses
+    @property
+    def z(self)->Tensor:
+        "(bs, n_lat) latent activations"
+        if isinstance(self._z, SparseLatents): self._z = self._z.dense()
+        return self._z
+    def fired(self)->Tensor:
+        "(n_lat,) bool: latents active on some sample of the batch, without building a sparse forward's `z`"
+        return self._z.fired() if isinstance(self._z, SparseLatents) else self._z.detach().any(0)
+    def active_count(self)->Tensor:
+        "Nonzero latent activations in the batch (0-d); over the batch size it is the batch's L0"
+        return self._z.count() if isinstance(self._z, SparseLatents) else self._z.detach().ne(0).sum()
+    # still a 4-tuple (x_hat, z, loss, losses) for code that unpacks or indexes it
+    def __iter__(self): return iter((self.x_hat, self.z, self.loss, self.losses))
+    def __getitem__(self, i): return tuple(self)[i]
+    def __len__(self): return 4
 
 def mse_loss(x_hat:Tensor, x:Tensor)->Tensor:
     "Sum over dimensions, mean over the batch of (x̂ − x)²"
@@ -83,6 +121,27 @@ def warmup_coefficient(
     return coefficient * min(step / warm_up_steps, 1.)
 
 # %% ../nbs/10_saes.ipynb #6137c96c
+def _autocast_on(device_type:str)->bool:
+    try: return torch.is_autocast_enabled(device_type)
+    except TypeError: return torch.is_autocast_enabled() or torch.is_autocast_cpu_enabled()  # torch < 2.4
+
+def affine(x:Tensor, W:Tensor, b:Tensor)->Tensor:
+    "x W + b in one fused product (addmm); under autocast `x @ W + b`, whose bias and sum stay in float32"
+    return x @ W + b if _autocast_on(x.device.type) else torch.addmm(b, x, W)
+
+class RowNorms(torch.autograd.Function):
+    "Row norms ‖W_i‖ clamped below at `eps`, with a backward in one pass over W (autograd's takes three)"
+    @staticmethod
+    def forward(ctx, W:Tensor, eps:float)->Tensor:
+        n = torch.linalg.vector_norm(W, dim=-1)
+        ctx.save_for_backward(W, n)
+        ctx.eps = eps
+        return n.clamp_min(eps)
+    @staticmethod
+    def backward(ctx, g:Tensor):
+        W, n = ctx.saved_tensors
+        return W * torch.where(n >= ctx.eps, g / n, 0.).unsqueeze(-1), None
+
 class SAE(nn.Module):
     "Base SAE: parameters, seeded initialisation, pre-activations and linear decoding"
     architecture = 'base'
@@ -117,14 +176,14 @@ class SAE(nn.Module):
         return check_choice('mode', self.eval_modes[0] if mode is None else mode, self.eval_modes)
     def hidden_pre(self, x:Tensor)->Tensor:
         "Encoder pre-activations h = (x − b_dec) W_enc + b_enc: (bs, n_lat)"
-        return x @ self.W_enc + self.enc_bias()
+        return affine(x, self.W_enc, self.enc_bias())
     def enc_bias(self)->Tensor:
         "Effective encoder bias b_enc − b_dec W_enc (or b_enc): (n_lat,)"
         # h = x W_enc + (b_enc − b_dec W_enc): b_dec's gradient is then a (1×L)(L×D) product, not a (B×L)(L×D) one
         return self.b_enc - self.b_dec @ self.W_enc if self.cfg.apply_b_dec_to_input else self.b_enc
     def W_dec_norm(self)->Tensor:
         "Decoder row norms, clamped at 1e-8: (n_lat,)"
-        return self.W_dec.norm(dim=-1).clamp_min(1e-8)
+        return RowNorms.apply(self.W_dec, 1e-8)
     def encode(self, x:Tensor, mode:str|None=None)->Tensor: raise NotImplementedError
     def decode(self, z:Tensor)->Tensor:
         "x̂ = z W_dec + b_dec: (bs, d)"
@@ -168,29 +227,36 @@ def _sum_by(
 DENSE_BACKWARD_ABOVE = 16   # GatherPre's weight gradient is a dense product above 1/16 of the (bs, n_lat) entries
 
 class GatherPre(torch.autograd.Function):
-    "Entries (rows, cols) of h·s, where h = x W_enc + b was computed without autograd; the backward touches only them"
+    "Entries (rows, cols) of r = h·s, h = (x − b_dec) W_enc + b_enc (None: s = 1, b_dec = 0), r made without autograd"
     @staticmethod
-    def forward(ctx, h:Tensor, x:Tensor, W_enc:Tensor, b:Tensor, s:Tensor|None, rows:Tensor, cols:Tensor)->Tensor:
-        hv = h[rows, cols]
-        ctx.save_for_backward(x, W_enc, hv, s, rows, cols)
-        ctx.dtypes = b.dtype, None if s is None else s.dtype
-        return hv if s is None else hv * s[cols]
+    def forward(ctx, r:Tensor, x:Tensor, W_enc:Tensor, b_enc:Tensor, b_dec:Tensor|None, s:Tensor|None,
+                rows:Tensor, cols:Tensor)->Tensor:
+        rv = r[rows, cols]
+        ctx.save_for_backward(x, W_enc, b_dec, rv, s, rows, cols)
+        ctx.dtypes = b_enc.dtype, None if b_dec is None else b_dec.dtype, None if s is None else s.dtype
+        return rv
     @staticmethod
     def backward(ctx, g:Tensor):
-        x, W_enc, hv, s, rows, cols = ctx.saved_tensors
+        x, W_enc, b_dec, rv, s, rows, cols = ctx.saved_tensors
+        need = ctx.needs_input_grad
         gh = g if s is None else g * s[cols]                                 # dL/dh at the chosen entries
-        n_lat, gx, gW, gb, gs = W_enc.shape[1], None, None, None, None
-        if len(cols) * DENSE_BACKWARD_ABOVE > x.shape[0] * n_lat:          # many entries (AuxK, most latents dead)
-            G = gh.new_zeros(x.shape[0], n_lat).index_put_((rows, cols), gh, accumulate=True)
-            if ctx.needs_input_grad[1]: gx = (G @ W_enc.t().to(G.dtype)).to(x.dtype)
-            if ctx.needs_input_grad[2]: gW = (x.t().to(G.dtype) @ G).to(W_enc.dtype)
+        n_lat, gx, gW, gbe, gbd, gs = W_enc.shape[1], None, None, None, None, None
+        xc = x if b_dec is None else x - b_dec.to(x.dtype)                   # what multiplies W_enc
+        # the latents touched: on the CPU (no sync) just their range, e.g. one Matryoshka segment's dead ones
+        lo, hi = (int(cols.min()), int(cols.max()) + 1) if cols.device.type == 'cpu' and len(cols) else (0, n_lat)
+        if len(cols) * DENSE_BACKWARD_ABOVE > x.shape[0] * (hi - lo):      # many entries (AuxK, most latents dead)
+            G = gh.new_zeros(x.shape[0], hi - lo).index_put_((rows, cols - lo), gh, accumulate=True)
+            W = W_enc[:, lo:hi]
+            if need[1]: gx = (G @ W.t().to(G.dtype)).to(x.dtype)
+            if need[2]: gW = F.pad(G.t() @ xc.to(G.dtype), (0, 0, lo, n_lat - hi)).t().to(W_enc.dtype)  # W_enc's layout
         else:
-            if ctx.needs_input_grad[1]: gx = _sum_by(rows, cols, gh, W_enc.t(), x.shape[0]).to(x.dtype)
-            if ctx.needs_input_grad[2]: gW = _sum_by(cols, rows, gh, x, n_lat).t().to(W_enc.dtype)
-        if ctx.needs_input_grad[3]: gb = gh.new_zeros(n_lat).index_add_(0, cols, gh).to(ctx.dtypes[0])
-        if s is not None and ctx.needs_input_grad[4]:
-            gs = g.new_zeros(n_lat).index_add_(0, cols, g * hv).to(ctx.dtypes[1])
-        return None, gx, gW, gb, gs, None, None
+            if need[1]: gx = _sum_by(rows, cols, gh, W_enc.t(), x.shape[0]).to(x.dtype)
+            if need[2]: gW = _sum_by(cols, rows, gh, xc, n_lat).t().to(W_enc.dtype)
+        if need[3] or need[4]: gb = gh.new_zeros(n_lat).index_add_(0, cols, gh)   # dL/db_enc
+        if need[3]: gbe = gb.to(ctx.dtypes[0])
+        if need[4]: gbd = -(W_enc.to(gb.dtype) @ gb).to(ctx.dtypes[1])
+        if need[5]: gs = g.new_zeros(n_lat).index_add_(0, cols, g * rv / s[cols]).to(ctx.dtypes[2])   # Σ g·h
+        return None, gx, gW, gbe, gbd, gs, None, None
 
 class PreActs:
     "Pre-activations of a batch: `r` (bs, n_lat) ranks the latents; `gather` and `take` give entries with autograd"
@@ -254,17 +320,23 @@ def topk_aux_loss(
     residual:Tensor,           # (bs, d) x − x̂ (detached here)
     W:Tensor,                  # (n_lat, d) atoms used for decoding (unit rows when rescaling)
     b_dec:Tensor|None=None,    # (d,) added to the auxiliary reconstruction; None: none (the TopK family)
+    norms:Tensor|None=None,    # (n_lat,) the atoms are W's rows divided by these (unit atoms without a copy of W)
 )->Tensor:                     # scalar, before the coefficient
     "AuxK: top-⌊D/2⌋ dead pre-activations reconstruct the residual, scaled by min(n_dead/⌊D/2⌋, 1)"
     pre = PreActs.dense(pre_r)
     k_aux = max(residual.shape[-1] // 2, 1)
     dead = dead_mask.to(device=pre.r.device, dtype=torch.bool)
-    n_take = min(k_aux, pre.r.shape[-1])
-    # beyond the dead latents topk picks live ones whose value is masked to 0: on the CPU (where counting costs no
-    # sync) they are left out, which changes no sum and spares the sparse backward
-    if pre.r.device.type == 'cpu': n_take = max(1, min(n_take, int(dead.sum())))
-    idx = torch.where(dead, pre.r, -torch.inf).topk(n_take, dim=-1).indices
-    vals = torch.where(dead[idx], pre.gather(idx), 0.)
+    if pre.r.device.type == 'cpu':  # counting costs no sync on the CPU: rank the dead columns only
+        cols = dead.nonzero().squeeze(1)
+        if len(cols) == 0: return residual.new_zeros((), dtype=torch.float32)  # the scale below would be 0
+        # all of them when at most k_aux are dead: their order changes no sum
+        j = pre.r.index_select(1, cols).topk(k_aux, dim=-1).indices if len(cols) > k_aux else None
+        idx = cols.expand(pre.r.shape[0], -1) if j is None else cols[j]
+        vals = pre.gather(idx)
+    else:  # beyond the dead latents topk picks live ones, whose value is masked to 0
+        idx = torch.where(dead, pre.r, -torch.inf).topk(min(k_aux, pre.r.shape[-1]), dim=-1).indices
+        vals = torch.where(dead[idx], pre.gather(idx), 0.)
+    if norms is not None: vals = vals / norms[idx]
     e_hat = sparse_decode(idx, vals, W)
     if b_dec is not None: e_hat = e_hat + b_dec
     scale = (dead.sum() / k_aux).clamp(max=1.)
@@ -292,19 +364,24 @@ class TopKSAE(SAE):
     def dec_weight(self)->Tensor:
         "Atoms used for decoding: unit rows when rescaling, else W_dec"
         return unit_rows(self.W_dec) if self.cfg.rescale_acts_by_decoder_norm else self.W_dec
-    def rescaled_pre(self, x:Tensor)->Tensor:
-        "h′ = h·‖d‖ when rescaling, else h: (bs, n_lat)"
-        h = self.hidden_pre(x)
-        return h * self.W_dec_norm() if self.cfg.rescale_acts_by_decoder_norm else h
-    def pre_acts(self, x:Tensor)->PreActs:
-        "h′ as `PreActs`: the backward touches the chosen entries only when `sparse_grad` and autograd are on"
+    def rescaled_pre(self, x:Tensor, norms:Tensor|None=None)->Tensor:
+        "h′ = h·‖d‖ when rescaling, else h: (bs, n_lat); ‖d‖ folded into W_enc's columns and b: one product"
+        s = self.norms() if norms is None else norms
+        return self.hidden_pre(x) if s is None else affine(x, self.W_enc * s, self.enc_bias() * s)
+    def norms(self)->Tensor|None:
+        "Decoder norms ‖d‖ when rescaling (h′ = h·‖d‖, atoms d/‖d‖), else None"
+        return self.W_dec_norm() if self.cfg.rescale_acts_by_decoder_norm else None
+    def pre_acts(self, x:Tensor, norms:Tensor|None=None)->PreActs:
+        "h′ as `PreActs` (`norms`: `self.norms()` if at hand); with `sparse_grad` and autograd, a sparse backward"
         if not (self.sparse_grad and torch.is_grad_enabled()): return PreActs.dense(self.rescaled_pre(x))
-        b = self.enc_bias()
-        s = self.W_dec_norm() if self.cfg.rescale_acts_by_decoder_norm else None
-        with torch.no_grad():
-            h = x @ self.W_enc + b
-            r = h * s if s is not None else h
-        return PreActs(r, lambda rows, cols: GatherPre.apply(h, x, self.W_enc, b, s, rows, cols))
+        s = self.norms() if norms is None else norms
+        with torch.no_grad(): r = self.rescaled_pre(x, s)
+        b_dec = self.b_dec if self.cfg.apply_b_dec_to_input else None
+        return PreActs(r, lambda rows, cols: GatherPre.apply(r, x, self.W_enc, self.b_enc, b_dec, s, rows, cols))
+    def decode_selected(self, idx:Tensor, vals:Tensor, offsets:Tensor|None=None, norms:Tensor|None=None)->Tensor:
+        "Σ vals·atom over the selected latents, no bias (as `sparse_decode`): W_dec rows weighted by vals/‖d‖"
+        s = self.norms() if norms is None else norms
+        return sparse_decode(idx, vals if s is None else vals / s[idx], self.W_dec, offsets)
     def select(self, pre_r:Tensor, pre:PreActs|None=None)->tuple[Tensor, Tensor]:
         "Indices and ReLU'd values (bs, k) of the per-sample top k (values from `pre` when given)"
         idx = pre_r.topk(self.cfg.k, dim=-1).indices
@@ -314,18 +391,18 @@ class TopKSAE(SAE):
         pre_r = self.rescaled_pre(x)
         return torch.zeros_like(pre_r).scatter(-1, *self.select(pre_r))
     def decode(self, z:Tensor)->Tensor: return z @ self.dec_weight() + self.b_dec
-    def aux_loss(self, pre_r:Tensor|PreActs, dead_mask:Tensor|None, residual:Tensor, W:Tensor)->Tensor:
-        "Coefficient × AuxK, 0 without a dead mask"
+    def aux_loss(self, pre_r:Tensor|PreActs, dead_mask:Tensor|None, residual:Tensor, norms:Tensor|None)->Tensor:
+        "Coefficient × AuxK on the atoms W_dec/`norms` (W_dec if None), 0 without a dead mask"
         if dead_mask is None: return residual.new_zeros((), dtype=torch.float32)
-        return self.cfg.aux_loss_coefficient * topk_aux_loss(pre_r, dead_mask, residual, W)
+        return self.cfg.aux_loss_coefficient * topk_aux_loss(pre_r, dead_mask, residual, self.W_dec, norms=norms)
     def forward(self, x:Tensor, dead_mask:Tensor|None=None, step:int|None=None, multiplier:float|Tensor=1.)->SAEOut:
-        pre = self.pre_acts(x)
+        s = self.norms()
+        pre = self.pre_acts(x, s)
         idx, vals = self.select(pre.r, pre)
-        W = self.dec_weight()
-        x_hat = sparse_decode(idx, vals, W) + self.b_dec
-        z = torch.zeros_like(pre.r).scatter(-1, idx, vals)
-        return sae_out(x_hat, z, mse_loss=mse_loss(x_hat, x),
-                       auxiliary_reconstruction_loss=self.aux_loss(pre, dead_mask, x - x_hat, W))
+        x_hat = self.decode_selected(idx, vals, norms=s) + self.b_dec
+        flat = (torch.arange(len(idx), device=idx.device)[:, None] * pre.r.shape[1] + idx).flatten()
+        return sae_out(x_hat, SparseLatents(flat, vals.flatten(), pre.r.shape), mse_loss=mse_loss(x_hat, x),
+                       auxiliary_reconstruction_loss=self.aux_loss(pre, dead_mask, x - x_hat, s))
 
 # %% ../nbs/10_saes.ipynb #0d743e70
 @dataclass(frozen=True)
@@ -352,23 +429,29 @@ class BatchTopKSAE(TopKSAE):
     def select_batch(self, pre_r:Tensor, pre:PreActs|None=None)->tuple[Tensor, Tensor, Tensor]:
         "Flat sorted indices, values (from `pre` if given), per-sample offsets of the batch top ⌊kB⌋ of ReLU(h′)"
         bs, n_lat = pre_r.shape
-        acts = F.relu(pre_r).flatten()
+        acts = pre_r.flatten()  # ranked before the ReLU: if fewer than K are positive, the kept rest is 0 either way
         K = min(int(self.cfg.k * bs), acts.numel())
         # the length check syncs: CPU only
         flat = self._prefiltered_topk(acts, K) if acts.device.type == 'cpu' else None
-        if flat is None: flat = acts.topk(K, sorted=False).indices
-        flat = flat.sort().values
-        vals = acts[flat] if pre is None else F.relu(pre.take(flat))
+        if flat is None: flat = acts.topk(K, sorted=False).indices.sort().values
+        vals = F.relu(acts[flat] if pre is None else pre.take(flat))
         return flat, vals, runs_to_offsets(flat // n_lat, bs)
     @torch.no_grad()
-    def _prefiltered_topk(self, acts:Tensor, K:int, stride:int=16)->Tensor|None:
-        "Exact top-K indices of `acts` via a cut estimated on every `stride`-th value; None when it cannot help"
-        if acts.numel() < 8 * stride * K: return None
-        sub = acts[::stride]
-        cut = sub.topk(max(1, 2 * K // stride), sorted=False).values.min()  # ≈ the 2K-th largest overall
-        cand = (acts >= cut).nonzero().squeeze(1)
+    def _prefiltered_topk(self, acts:Tensor, K:int, stride:int|None=None)->Tensor|None:
+        "Exact top-K indices of `acts`, ascending, via a cut estimated on a strided subsample; None if it cannot help"
+        if acts.numel() < 8 * K: return None
+        # a prime stride, so the subsample visits every latent of a power-of-two width (not the same few), as large
+        # as leaves ≥ 256 values above the subsample's cut (its count then varies by a few percent, far below 2×)
+        stride = stride or max(p for p in (17, 31, 61, 127, 251, 509) if p <= max(K // 128, 17))
+        if K < stride: return None
+        cut = acts[::stride].topk(max(1, 2 * K // stride), sorted=False).values.min()  # ≈ the 2K-th largest overall
+        cand = (acts >= cut).nonzero().squeeze(1)   # ascending
         # if at least K values reach the cut, the K-th largest does too, so the top K are all candidates
-        return cand[acts[cand].topk(K, sorted=False).indices] if len(cand) >= K else None
+        if len(cand) < K: return None
+        v = acts[cand]
+        keep = (v >= v.kthvalue(len(cand) - K + 1).values).nonzero().squeeze(1)   # ≥ the K-th largest, in order
+        if len(keep) == K: return cand[keep]
+        return cand[v.topk(K, sorted=False).indices].sort().values   # ties at the K-th largest: any K of them
     def encode(self, x:Tensor, mode:str|None=None)->Tensor:
         "Latents in `mode` 'batch' (batch top-k) or 'threshold' (h′·1[h′ > θ])"
         mode, pre_r = self._mode(mode), self.rescaled_pre(x)
@@ -391,19 +474,19 @@ def update_threshold_(self:BatchTopKSAE, vals:Tensor):
 def forward(self:BatchTopKSAE, x:Tensor, dead_mask:Tensor|None=None, step:int|None=None, multiplier:float|Tensor=1.,
             mode:str|None=None)->SAEOut:
     "Batch-mode forward with AuxK; updates θ in training mode. `mode='threshold'` decodes the JumpReLU rule"
-    W = self.dec_weight()
+    s = self.norms()
     if self._mode(mode) == 'threshold':
         pre = PreActs.dense(self.rescaled_pre(x))
         z = F.relu(pre.r) * (pre.r > self.topk_threshold)
-        x_hat = z @ W + self.b_dec
+        x_hat = z @ self.dec_weight() + self.b_dec
     else:
-        pre = self.pre_acts(x)
+        pre = self.pre_acts(x, s)
         flat, vals, offsets = self.select_batch(pre.r, pre)
-        x_hat = sparse_decode(flat % pre.r.shape[1], vals, W, offsets) + self.b_dec
-        z = torch.zeros_like(pre.r).flatten().scatter(0, flat, vals).view_as(pre.r)
+        x_hat = self.decode_selected(flat % pre.r.shape[1], vals, offsets, s) + self.b_dec
+        z = SparseLatents(flat, vals, pre.r.shape)
         if self.training: self.update_threshold_(vals.detach())
     return sae_out(x_hat, z, mse_loss=mse_loss(x_hat, x),
-                   auxiliary_reconstruction_loss=self.aux_loss(pre, dead_mask, x - x_hat, W))
+                   auxiliary_reconstruction_loss=self.aux_loss(pre, dead_mask, x - x_hat, s))
 
 # %% ../nbs/10_saes.ipynb #cb6c0a5c
 def rectangle(u:Tensor)->Tensor:
@@ -564,18 +647,22 @@ class MatryoshkaBatchTopKSAE(BatchTopKSAE):
         "Level segments [w_prev, w)"
         ws = self.cfg.matryoshka_widths
         return list(zip((0,) + ws[:-1], ws))
-    def prefix_decode(self, flat:Tensor, vals:Tensor, offsets:Tensor)->list[Tensor]:
-        "Prefix reconstructions x̂_w for every width (the last is x̂)"
-        lat, W, acc, out = flat % self.cfg.d_sae, self.dec_weight(), self.b_dec, []
+    def prefix_decode(self, flat:Tensor, vals:Tensor, offsets:Tensor, norms:Tensor|None=None)->list[Tensor]:
+        "Prefix reconstructions x̂_w for every width (the last is x̂); `norms`: `self.norms()`, if at hand"
+        lat, acc, out = flat % self.cfg.d_sae, self.b_dec, []
+        s = self.norms() if norms is None else norms
+        if s is not None: vals = vals / s[lat]
         for lo, hi in self.segments():
-            acc = acc + sparse_decode(lat, vals * ((lat >= lo) & (lat < hi)), W, offsets)
+            acc = acc + sparse_decode(lat, vals * ((lat >= lo) & (lat < hi)), self.W_dec, offsets)
             out.append(acc)
         return out
-    def matryoshka_aux_loss(self, x:Tensor, pre_r:Tensor|PreActs, prefixes:list[Tensor], dead_mask:Tensor|None)->Tensor:
+    def matryoshka_aux_loss(self, x:Tensor, pre_r:Tensor|PreActs, prefixes:list[Tensor], dead_mask:Tensor|None,
+                            norms:Tensor|None=None)->Tensor:
         "Σ over level segments of AuxK on the segment's dead latents against its prefix residual"
         if dead_mask is None: return x.new_zeros((), dtype=torch.float32)
-        W, pre = self.dec_weight(), PreActs.dense(pre_r)
-        terms = [topk_aux_loss(pre.narrow(lo, hi), dead_mask[lo:hi], x - p, W[lo:hi])
+        pre, s = PreActs.dense(pre_r), self.norms() if norms is None else norms
+        terms = [topk_aux_loss(pre.narrow(lo, hi), dead_mask[lo:hi], x - p, self.W_dec[lo:hi],
+                               norms=None if s is None else s[lo:hi])
                  for (lo, hi), p in zip(self.segments(), prefixes)]
         return self.cfg.aux_loss_coefficient * sum(terms)
 
@@ -584,14 +671,15 @@ def forward(self:MatryoshkaBatchTopKSAE, x:Tensor, dead_mask:Tensor|None=None, s
             multiplier:float|Tensor=1., mode:str|None=None)->SAEOut:
     "Batch-mode forward: full MSE + aux + inner prefix MSEs; updates θ in training mode"
     if self._mode(mode) == 'threshold': return BatchTopKSAE.forward(self, x, dead_mask, step, multiplier, mode)
-    pre = self.pre_acts(x)
+    s = self.norms()
+    pre = self.pre_acts(x, s)
     flat, vals, offsets = self.select_batch(pre.r, pre)
-    prefixes = self.prefix_decode(flat, vals, offsets)
+    prefixes = self.prefix_decode(flat, vals, offsets, s)
     x_hat = prefixes[-1]
-    z = torch.zeros_like(pre.r).flatten().scatter(0, flat, vals).view_as(pre.r)
+    z = SparseLatents(flat, vals, pre.r.shape)
     if self.training: self.update_threshold_(vals.detach())
-    aux = (self.matryoshka_aux_loss(x, pre, prefixes, dead_mask) if self.cfg.use_matryoshka_aux_loss
-           else self.aux_loss(pre, dead_mask, x - x_hat, self.dec_weight()))
+    aux = (self.matryoshka_aux_loss(x, pre, prefixes, dead_mask, s) if self.cfg.use_matryoshka_aux_loss
+           else self.aux_loss(pre, dead_mask, x - x_hat, s))
     inner = {f'inner_mse_loss_{w}': mse_loss(p, x) for w, p in zip(self.cfg.matryoshka_widths[:-1], prefixes[:-1])}
     return sae_out(x_hat, z, mse_loss=mse_loss(x_hat, x), auxiliary_reconstruction_loss=aux, **inner)
 
@@ -634,21 +722,45 @@ class MatchingPursuitSAE(SAE):
 
 # %% ../nbs/10_saes.ipynb #21f9d4be
 @patch
-def pursue(self:MatchingPursuitSAE, x:Tensor)->tuple[Tensor, Tensor]:
-    "Selected latents and coefficients (bs, T) of the pursuit; re-selections repeat an index"
-    r = x - self.b_dec if self.cfg.apply_b_dec_to_input else x
-    done = torch.zeros(r.shape[0], dtype=torch.bool, device=r.device)
-    stops, I, V = self.cfg.stop_on_duplicate_support or self.cfg.residual_threshold > 0, [], []
-    for _ in range(self.cfg.max_iterations or self.cfg.d_in):
-        with torch.no_grad(): j = F.relu(r @ self.W_dec.T).argmax(-1)          # (bs,)
-        d = self.W_dec[j]                                                          # (bs, d)
-        v = F.relu((r * d).sum(-1)) * ~done
+@torch.no_grad()
+def _select(self:MatchingPursuitSAE, r:Tensor)->tuple[Tensor, Tensor, Tensor|None]:
+    "The pursuit without autograd: latents and coefficients (bs, T), and which samples still ran at each step"
+    W, T = self.W_dec, self.cfg.max_iterations or self.cfg.d_in
+    # the correlations c = r Wᵀ: one product per step, or one at the start and then c ← c − v·(W Wᵀ)[j] when the
+    # Gram matrix costs less than the products it replaces, (T − 1)·bs > L; the two differ by float rounding only
+    gram = W @ W.T if (T - 1) * len(r) > len(W) else None
+    c = r @ W.T if gram is not None else None
+    done = torch.zeros(len(r), dtype=torch.bool, device=r.device)
+    stops, I, V, live = self.cfg.stop_on_duplicate_support or self.cfg.residual_threshold > 0, [], [], []
+    for _ in range(T):
+        j = (c if gram is not None else r @ W.T).argmax(-1)    # (bs,); if no correlation is positive, v is 0
+        d = W[j]                                                # (bs, d)
+        v = F.relu((r * d).sum(-1))
+        if stops:
+            live.append(~done)
+            v = v * live[-1]
         r = r - v[:, None] * d
+        if gram is not None: c.addcmul_(v[:, None], gram.index_select(0, j), value=-1)
         if stops: done = self._stop(done, r, j, v, I, V)
         I.append(j)
         V.append(v)
         if stops and bool(done.all()): break
-    return torch.stack(I, 1), torch.stack(V, 1)
+    return torch.stack(I, 1), torch.stack(V, 1), torch.stack(live, 1) if stops else None
+
+@patch
+def pursue(self:MatchingPursuitSAE, x:Tensor)->tuple[Tensor, Tensor]:
+    "Selected latents and coefficients (bs, T) of the pursuit; re-selections repeat an index"
+    r = x - self.b_dec if self.cfg.apply_b_dec_to_input else x
+    I, V, live = self._select(r.detach())
+    if not (torch.is_grad_enabled() and (r.requires_grad or self.W_dec.requires_grad)): return I, V
+    V = []
+    for t in range(I.shape[1]):   # the same steps again with autograd (index_select: its backward is an index_add)
+        d = self.W_dec.index_select(0, I[:, t])
+        v = F.relu((r * d).sum(-1))
+        if live is not None: v = v * live[:, t]
+        r = r - v[:, None] * d
+        V.append(v)
+    return I, torch.stack(V, 1)
 
 @patch
 def encode(self:MatchingPursuitSAE, x:Tensor, mode:str|None=None)->Tensor:
@@ -663,7 +775,8 @@ def forward(self:MatchingPursuitSAE, x:Tensor, dead_mask:Tensor|None=None, step:
     "Pursuit, sparse decode, MSE only"
     I, V = self.pursue(x)
     x_hat = sparse_decode(I, V, self.W_dec) + (self.b_dec if self.cfg.apply_b_dec_to_input else 0.)
-    z = torch.zeros(x.shape[0], self.cfg.d_sae, device=x.device, dtype=V.dtype).scatter_add(1, I, V)
+    flat = (torch.arange(len(I), device=I.device)[:, None] * self.cfg.d_sae + I).flatten()
+    z = SparseLatents(flat, V.flatten(), (len(I), self.cfg.d_sae), distinct=False)
     return sae_out(x_hat, z, mse_loss=mse_loss(x_hat, x))
 
 # %% ../nbs/10_saes.ipynb #2f3d06bb

@@ -206,8 +206,7 @@ def sae_step(
     sae.after_step_()                                                   # e.g. JumpReLU's raw θ ≥ 0
     mark('adam')
     with torch.no_grad():
-        z = out.z.detach()                                                  # (bs, n_lat)
-        fired, l0 = z.any(0), torch.count_nonzero(z).float() / z.shape[0]   # no (bs, n_lat) bool copy: 4× faster
+        fired, l0 = out.fired(), out.active_count().float() / xs.shape[0]  # from the sparse latents when kept so
         if world > 1:
             both = torch.cat([fired.double(), l0[None].double()])
             _allreduce_mean_([both], world)

@@ -110,6 +110,62 @@ def test_sparse_decode_flat_offsets_gradients():
     assert_linear_close(gW_s, gW_d, A.T, up, extra_terms=40)          # Aᵀ up: one term per occurrence of a latent
     assert_sums_close(gv_s, gv_d, 7, linear_magnitude(up, W.T)[sample, lat])   # up W[lat]ᵀ: a 7-term dot product
 
+@pytest.mark.parametrize('arch', list(KW))
+def test_fired_and_count_without_building_z(arch):
+    "`SAEOut.fired` and `active_count` (the trainer's dead-latent and L0 bookkeeping) equal what the dense z gives"
+    sae = perturbed(arch); x = xs()
+    for training in (True, False):
+        sae.train(training)
+        o = sae(x)
+        fired, count = o.fired(), o.active_count()
+        assert torch.equal(fired, o.z.detach().any(0)) and int(count) == int(torch.count_nonzero(o.z))
+        assert 0 < int(count) < o.z.numel()
+    x_hat, z, loss, losses = o                          # unpacks and indexes as the 4-tuple it used to be
+    assert z is o.z and o[0] is x_hat and o[2] is loss and losses is o.losses and len(o) == 4
+
+def test_sparse_latents_with_repeated_indices():
+    "Matching Pursuit's re-selections: values at a repeated index add up, and it counts once"
+    z = SparseLatents(torch.tensor([0, 0, 5, 7, 7, 9]), torch.tensor([1., 2., 0., 0., 3., 4.]), (2, 5), distinct=False)
+    assert torch.equal(z.dense(), torch.tensor([[3., 0., 0., 0., 0.], [0., 0., 3., 0., 4.]]))
+    assert int(z.count()) == 3 and torch.equal(z.fired(), torch.tensor([True, False, True, False, True]))
+
+def test_gather_pre_dense_branch_on_a_latent_range():
+    "Many entries inside one range of latents (a Matryoshka segment's AuxK): the dense branch on that range only"
+    g = make_generator(7)
+    x, W, be, bd, s = (torch.randn(*sh, generator=g, dtype=torch.float64, requires_grad=True)
+                       for sh in ((6, 8), (8, 32), (32,), (8,), (32,)))
+    W_cm = W.detach().t().contiguous().t().requires_grad_()   # column-major, as an SAE's W_enc
+    h = lambda: ((x - bd) @ W_cm + be) * s
+    with torch.no_grad(): r = h()
+    sparse = PreActs(r, lambda rows, cols: GatherPre.apply(r, x, W_cm, be, bd, s, rows, cols)).narrow(8, 16)
+    idx = torch.randint(0, 8, (6, 6), generator=g)             # 36 of the range's 48 entries: dense on 8 columns
+    params = (x, W_cm, be, bd, s)
+    got = torch.autograd.grad(sparse.gather(idx).sum(), params)
+    want = torch.autograd.grad(PreActs.dense(h()).narrow(8, 16).gather(idx).sum(), params)
+    for a, b in zip(got, want): torch.testing.assert_close(a, b)
+    assert got[1].stride() == W_cm.stride()                   # no transposed copy when the gradient is accumulated
+
+def test_pursuit_gram_updates_match_fresh_products():
+    "Pursuit's correlations updated through W Wᵀ (large batches) select as the fresh products (one sample at a time)"
+    sae, x = perturbed('matching_pursuit'), xs()
+    r = x - sae.b_dec
+    I, V, _ = sae._select(r.detach())                 # (T − 1)·bs = 256 > L = 96: the Gram path
+    one = [sae._select(r[i:i + 1].detach()) for i in range(len(x))]   # 4 < 96: a product per step
+    assert torch.equal(I, torch.cat([o[0] for o in one]))
+    torch.testing.assert_close(V, torch.cat([o[1] for o in one]))
+    I2, V2 = sae.pursue(x)                            # with autograd: the steps replayed on the gathered atoms
+    assert torch.equal(I2, I) and torch.equal(V2.detach(), V) and V2.requires_grad
+
+def test_row_norms_backward_matches_autograd():
+    "`RowNorms` (a one-pass backward) gives autograd's gradient of ‖W_i‖.clamp_min(eps), zero rows included"
+    W = torch.randn(40, 24, generator=make_generator(2), dtype=torch.float64)
+    W[3] = 0.
+    g = torch.randn(40, generator=make_generator(3), dtype=torch.float64)
+    ours = torch.autograd.grad((RowNorms.apply(W.requires_grad_(), 1e-8) * g).sum(), W)[0]
+    ref = torch.autograd.grad((W.norm(dim=-1).clamp_min(1e-8) * g).sum(), W)[0]
+    assert torch.equal(ours[3], torch.zeros(24, dtype=torch.float64))
+    torch.testing.assert_close(ours, ref, rtol=8 * torch.finfo(torch.float64).eps, atol=0)  # a few roundings apart
+
 @pytest.mark.parametrize('k,bs', [(2.5, 16), (6, 64), (0.3, 10)])
 def test_batchtopk_keeps_floor_k_b(k, bs):
     sae = make_sae('batchtopk', 24, 96, k=k)
@@ -358,5 +414,11 @@ def test_batchtopk_prefilter_selects_the_exact_batch_top_k():
         fast = sae._prefiltered_topk(acts, K, stride=4)
         plain = acts.topk(K).indices.sort().values
         flat, vals, _ = sae.select_batch(pre)
-        assert torch.equal(flat, plain) and torch.equal(vals, acts[plain]), shift
+        # the same positive entries; when fewer than K are positive, the kept rest (ranked before the ReLU) is 0
+        assert len(flat) == K and torch.equal(flat[vals > 0], plain[acts[plain] > 0]), shift
+        assert torch.equal(vals.sort().values, acts[plain].sort().values), shift
         if fast is not None: assert torch.equal(fast.sort().values, plain), shift
+    for n_lat, k in ((512, 10), (4096, 25)):   # the cpu and paper widths at batch 1,024: default strides 61 and 127
+        acts = torch.relu(torch.randn(1024 * n_lat, generator=g))
+        fast = sae._prefiltered_topk(acts, 1024 * k)
+        assert fast is not None and torch.equal(fast, acts.topk(1024 * k).indices.sort().values), n_lat

@@ -35,6 +35,9 @@ def test_train_bench_tiny(tmp_path, monkeypatch):
     res = main(scale='tiny', n_steps=3, out=str(tmp_path/'train.json'))
     assert all(res[k]['samples_per_s'] > 0 for k in ('data', 'step', 'train', 'train_prefetch'))
     assert 'skipped' in res['reference'] and 'skipped' in summary(res)
+    f = res['floor']   # the bound adds the data to the step's floor: it is always the lower rate
+    assert f['product_ms'] > 0 and f['adam_ms'] > 0 and f['samples_per_s'] < f['step_samples_per_s']
+    assert summary(res)['train_of_floor'] > 0
 
 
 def test_train_profile_tiny(tmp_path):

@@ -9,6 +9,8 @@ The headline SAE of the benchmark: **BatchTopK, L = 4,096, k = 25, on the SynthS
   and again with `prefetch=True` (the next batch drawn in a thread during the step);
 - the SAE step alone: `train_sae` on a stream that returns one fixed batch;
 - data generation alone;
+- the floor: what no TopK-family step can skip, the encoder product x W_enc + b and one fused Adam update of every
+  parameter, alone; with the data, the bound on the whole run (`floor_*` and `*_of_floor` in the summary);
 - the reference (`sae_lens`) when a Python that imports it is given (`--reference-python`, else
   `$SYNTHSAE_REFERENCE_PYTHON`): its `SAETrainer.fit` on the same world folder, end to end and on a fixed batch,
   in a subprocess so that the two libraries never share a process.
@@ -78,6 +80,29 @@ def bench_step(model:SyntheticModel, d_sae:int, k:float, batch_size:int, n_steps
 def bench_train(model:SyntheticModel, d_sae:int, k:float, batch_size:int, n_steps:int, device, prefetch:bool=False)->dict:
     "Samples/s of `train_sae` end to end (data + step)"
     return _timed_train(model, d_sae, k, batch_size, n_steps, device, prefetch)
+
+
+def bench_floor(model:SyntheticModel, d_sae:int, batch_size:int, n_steps:int, device, data_s:float)->dict:
+    "What no TopK-family step can skip: the encoder product and one Adam update of every parameter (`data_s`: the batch)"
+    x = model.sample(batch_size, model.batch_generator(0, 'train', 2)).to(device)
+    sae = make_sae('batchtopk', model.hidden_dim, d_sae, k=1., seed=0).to(device)
+    W, b = sae.W_enc.detach(), sae.b_enc.detach()
+    def timed(fn):
+        fn()
+        ts = []
+        for _ in range(n_steps):
+            _sync(device)
+            t = time.perf_counter()
+            fn()
+            _sync(device)
+            ts.append(time.perf_counter() - t)
+        return sorted(ts)[len(ts) // 2]
+    product = timed(lambda: torch.addmm(b, x, W))
+    for p in sae.parameters(): p.grad = torch.full_like(p, 1e-3)
+    opt = torch.optim.Adam(sae.parameters(), lr=1e-4, fused=torch.device(device).type in ('cpu', 'cuda'))
+    adam = timed(opt.step)
+    return dict(product_ms=1e3 * product, adam_ms=1e3 * adam, data_ms=1e3 * data_s,
+                step_samples_per_s=batch_size / (product + adam), samples_per_s=batch_size / (product + adam + data_s))
 
 
 PHASES = ('data', 'encoder product', 'forward', 'backward', 'clip', 'adam', 'bookkeeping')
@@ -225,6 +250,7 @@ def run_benchmark(
         res['step'] = bench_step(model, c['d_sae'], c['k'], bs, n, device)
         res['train'] = bench_train(model, c['d_sae'], c['k'], bs, n, device)
         res['train_prefetch'] = bench_train(model, c['d_sae'], c['k'], bs, n, device, prefetch=True)
+        res['floor'] = bench_floor(model, c['d_sae'], bs, n, device, bs / res['data']['samples_per_s'])
     finally: torch.set_num_threads(old)
     res['reference'] = bench_reference(reference_python, world_dir(c['preset']), c['d_sae'], c['k'], bs, n, device, threads)
     for key, ref in (('train', 'train'), ('train_prefetch', 'train'), ('step', 'step')):
@@ -239,6 +265,11 @@ def summary(res:dict)->dict:
     out.update({f'{k}_samples_per_s': round(res[k]['samples_per_s']) for k in ('data', 'step', 'train', 'train_prefetch')})
     out.update({f'reference_{k}_samples_per_s': round(ref[k]['samples_per_s']) for k in ('step', 'train') if k in ref})
     out.update({k: round(v, 2) for k, v in res.items() if k.startswith('ratio_')})
+    if 'floor' in res:  # the product + Adam (+ data) bound, and how close the step (and the whole run) come to it
+        f = res['floor']
+        out.update(floor_step_samples_per_s=round(f['step_samples_per_s']), floor_samples_per_s=round(f['samples_per_s']),
+                   step_of_floor=round(res['step']['samples_per_s'] / f['step_samples_per_s'], 2),
+                   train_of_floor=round(res['train']['samples_per_s'] / f['samples_per_s'], 2))
     out.update({k: v for k, v in ref.items() if k in ('skipped', 'error')})
     return out
 
