@@ -58,7 +58,7 @@ pytest-default-isa: install
 
 test: export-check lint clean-check nbtest pytest pytest-default-isa
 
-# the main job: the paper's tables and figures at the cpu scale (papermill notebooks 71–73), summary.json and
+# the main job: the paper's tables and figures at the cpu scale (papermill notebooks 71–77, ≈ 1 h), summary.json and
 # report.html under reports/; it resumes, so a second run only redoes what is missing
 # OpenMP threads sleep when idle (PASSIVE): with libgomp's default they spin, and on a small machine where anything
 # else runs, each of the sampler's many short parallel regions can wait for a descheduled thread (tools/bench.py)
@@ -71,8 +71,8 @@ reproduce: install
 baselines: install
 	$(PY) tools/make_baselines.py --paper --sweep reports
 
-# the cpu world's baseline file from a fresh cpu-scale L0 sweep alone (the reproduction's F2: 25 SAEs of 1,000,000
-# samples, about 40 min on 2 cores; trained runs are cached, so a rerun only redoes what is missing)
+# the cpu world's baseline file from a fresh cpu-scale L0 sweep alone (the reproduction's F2: 25 SAEs of 1,500,000
+# samples, about 25 min on 2 cores; trained runs are cached, so a rerun only redoes what is missing)
 baselines-cpu: install
 	rm -rf build/baselines-cpu && mkdir -p build
 	$(BIN)/synthsae reproduce --scale cpu --device cpu --only F2 --out build/baselines-cpu
