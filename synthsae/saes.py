@@ -122,6 +122,7 @@ def warmup_coefficient(
 
 # %% ../nbs/10_saes.ipynb #6137c96c
 def _autocast_on(device_type:str)->bool:
+    "Whether autocast is on for `device_type` (any torch ≥ 2.1)"
     try: return torch.is_autocast_enabled(device_type)
     except TypeError: return torch.is_autocast_enabled() or torch.is_autocast_cpu_enabled()  # torch < 2.4
 
@@ -227,7 +228,7 @@ def _sum_by(
 DENSE_BACKWARD_ABOVE = 16   # GatherPre's weight gradient is a dense product above 1/16 of the (bs, n_lat) entries
 
 class GatherPre(torch.autograd.Function):
-    "Entries (rows, cols) of r = h·s, h = (x − b_dec) W_enc + b_enc (None: s = 1, b_dec = 0), r made without autograd"
+    "Entries (rows, cols) of r = h·s, h = (x − b_dec) W_enc + b_enc (None: s = 1, b_dec = 0); r has no autograd"
     @staticmethod
     def forward(ctx, r:Tensor, x:Tensor, W_enc:Tensor, b_enc:Tensor, b_dec:Tensor|None, s:Tensor|None,
                 rows:Tensor, cols:Tensor)->Tensor:
@@ -366,21 +367,22 @@ class TopKSAE(SAE):
         return unit_rows(self.W_dec) if self.cfg.rescale_acts_by_decoder_norm else self.W_dec
     def rescaled_pre(self, x:Tensor, norms:Tensor|None=None)->Tensor:
         "h′ = h·‖d‖ when rescaling, else h: (bs, n_lat); ‖d‖ folded into W_enc's columns and b: one product"
-        s = self.norms() if norms is None else norms
+        s = self.norms(norms)
         return self.hidden_pre(x) if s is None else affine(x, self.W_enc * s, self.enc_bias() * s)
-    def norms(self)->Tensor|None:
-        "Decoder norms ‖d‖ when rescaling (h′ = h·‖d‖, atoms d/‖d‖), else None"
+    def norms(self, given:Tensor|None=None)->Tensor|None:
+        "Decoder norms ‖d‖ when rescaling (h′ = h·‖d‖, atoms d/‖d‖), else None; `given`: those already computed"
+        if given is not None: return given
         return self.W_dec_norm() if self.cfg.rescale_acts_by_decoder_norm else None
     def pre_acts(self, x:Tensor, norms:Tensor|None=None)->PreActs:
         "h′ as `PreActs` (`norms`: `self.norms()` if at hand); with `sparse_grad` and autograd, a sparse backward"
         if not (self.sparse_grad and torch.is_grad_enabled()): return PreActs.dense(self.rescaled_pre(x))
-        s = self.norms() if norms is None else norms
+        s = self.norms(norms)
         with torch.no_grad(): r = self.rescaled_pre(x, s)
         b_dec = self.b_dec if self.cfg.apply_b_dec_to_input else None
         return PreActs(r, lambda rows, cols: GatherPre.apply(r, x, self.W_enc, self.b_enc, b_dec, s, rows, cols))
     def decode_selected(self, idx:Tensor, vals:Tensor, offsets:Tensor|None=None, norms:Tensor|None=None)->Tensor:
         "Σ vals·atom over the selected latents, no bias (as `sparse_decode`): W_dec rows weighted by vals/‖d‖"
-        s = self.norms() if norms is None else norms
+        s = self.norms(norms)
         return sparse_decode(idx, vals if s is None else vals / s[idx], self.W_dec, offsets)
     def select(self, pre_r:Tensor, pre:PreActs|None=None)->tuple[Tensor, Tensor]:
         "Indices and ReLU'd values (bs, k) of the per-sample top k (values from `pre` when given)"
@@ -650,7 +652,7 @@ class MatryoshkaBatchTopKSAE(BatchTopKSAE):
     def prefix_decode(self, flat:Tensor, vals:Tensor, offsets:Tensor, norms:Tensor|None=None)->list[Tensor]:
         "Prefix reconstructions x̂_w for every width (the last is x̂); `norms`: `self.norms()`, if at hand"
         lat, acc, out = flat % self.cfg.d_sae, self.b_dec, []
-        s = self.norms() if norms is None else norms
+        s = self.norms(norms)
         if s is not None: vals = vals / s[lat]
         for lo, hi in self.segments():
             acc = acc + sparse_decode(lat, vals * ((lat >= lo) & (lat < hi)), self.W_dec, offsets)
@@ -660,7 +662,7 @@ class MatryoshkaBatchTopKSAE(BatchTopKSAE):
                             norms:Tensor|None=None)->Tensor:
         "Σ over level segments of AuxK on the segment's dead latents against its prefix residual"
         if dead_mask is None: return x.new_zeros((), dtype=torch.float32)
-        pre, s = PreActs.dense(pre_r), self.norms() if norms is None else norms
+        pre, s = PreActs.dense(pre_r), self.norms(norms)
         terms = [topk_aux_loss(pre.narrow(lo, hi), dead_mask[lo:hi], x - p, self.W_dec[lo:hi],
                                norms=None if s is None else s[lo:hi])
                  for (lo, hi), p in zip(self.segments(), prefixes)]
@@ -726,8 +728,8 @@ class MatchingPursuitSAE(SAE):
 def _select(self:MatchingPursuitSAE, r:Tensor)->tuple[Tensor, Tensor, Tensor|None]:
     "The pursuit without autograd: latents and coefficients (bs, T), and which samples still ran at each step"
     W, T = self.W_dec, self.cfg.max_iterations or self.cfg.d_in
-    # the correlations c = r Wᵀ: one product per step, or one at the start and then c ← c − v·(W Wᵀ)[j] when the
-    # Gram matrix costs less than the products it replaces, (T − 1)·bs > L; the two differ by float rounding only
+    # the correlations c = r Wᵀ: one product per step, or one at the start and then c ← c − v·(W Wᵀ)[j]
+    # when the Gram matrix costs less than the products it replaces, (T − 1)·bs > L; equal up to float rounding
     gram = W @ W.T if (T - 1) * len(r) > len(W) else None
     c = r @ W.T if gram is not None else None
     done = torch.zeros(len(r), dtype=torch.bool, device=r.device)
