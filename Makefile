@@ -111,11 +111,16 @@ train-profile: install
 # scored on 1M samples beside the paper): reports/gpu_check/gpu_check.json and one table. On a CPU: a smoke size.
 # (the JSON is written even when the tests fail). A cached 16k world skips its construction:
 # SYNTHSAE_CACHE=<folder holding synthsaebench-16k-*>
+# On a lent GPU machine, which reaches no package registry: its own Python (torch with CUDA) plus carried wheels of
+# synthsae and fastcore, and no install: `make gpu-check PY=python3 GPU_INSTALL= GPU_OUT=$$OUT/gpu_check`
 GPU_BUDGET_S ?= 450
-gpu-check: install
-	mkdir -p reports
+GPU_INSTALL ?= install
+GPU_OUT ?= reports/gpu_check
+gpu-check: $(GPU_INSTALL)
+	mkdir -p $(dir $(GPU_OUT))
 	$(PY) -m pytest -q tests/test_gpu.py -k cuda -p no:cacheprovider; rc=$$?; \
-	$(BIN)/synthsae gpu-check --out reports/gpu_check --budget_s $(GPU_BUDGET_S) && exit $$rc
+	$(PY) -c 'import sys; from synthsae.cli import main; sys.exit(main())' gpu-check --out $(GPU_OUT) \
+		--budget_s $(GPU_BUDGET_S) && exit $$rc
 
 # the reference implementation (SAELens) in its own venv, for side-by-side benchmarks only
 reference-venv:
