@@ -305,9 +305,10 @@ def dense_features(self:FeatureSampler, batch_size:int, generator=None)->Tensor:
 
 def _dense_modifier(self:FeatureSampler)->HierarchyModifier:
     if getattr(self, '_modifier', None) is None or self._modifier_device != self.mean_magnitudes.device:
-        # kept out of the module tree: it is a cache rebuilt per device, not state
-        flat = self.hierarchy.to(self.mean_magnitudes.device)
-        self.__dict__['_modifier'] = HierarchyModifier(flat, self.mean_magnitudes)
+        # kept out of the module tree: it is a cache rebuilt per device, not state; the modifier builds its buffers
+        # on the CPU, so it is moved as a whole
+        mod = HierarchyModifier(self.hierarchy, self.mean_magnitudes).to(self.mean_magnitudes.device)
+        self.__dict__['_modifier'] = mod
         self.__dict__['_modifier_device'] = self.mean_magnitudes.device
     return self._modifier
 FeatureSampler.dense_firing, FeatureSampler.dense_features = dense_firing, dense_features
