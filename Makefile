@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: install install-formats test export-check lint clean-check nbtest pytest pytest-default-isa reproduce baselines \
-	baselines-cpu baselines-tiny bench train-bench train-profile reference-venv docs clean gpu-check
+	baselines-cpu baselines-tiny bench train-bench train-profile op-profile reference-venv docs clean gpu-check
 
 $(STAMP): settings.ini setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -105,6 +105,12 @@ train-bench: install
 train-profile: install
 	mkdir -p reports
 	OMP_WAIT_POLICY=PASSIVE $(PY) tools/train_bench.py --scale full --profile --out reports/train_profile.json
+
+# the training step operator by operator (torch.profiler; tools/op_profile.py): reports/op_profile/. On a GPU machine
+# (no install there): `PYTHONPATH=. python3 tools/op_profile.py --out $$OUT/op_profile`
+op-profile: install
+	mkdir -p reports
+	OMP_WAIT_POLICY=PASSIVE $(PY) tools/op_profile.py --out reports/op_profile
 
 # one prepared command for a session with a GPU (≤ 9 min on one H100/H200): the CUDA-only tests, then `synthsae
 # gpu-check` (sampling and SAE throughput per strategy, a budgeted paper-protocol BatchTopK-4096 run on the 16k world

@@ -73,3 +73,14 @@ def test_lint_drops_only_nbdevs_all_line(tmp_path):
     assert [(r['code'], r['location']['row']) for r in findings([f])] == [('E702', 7), ('E501', 8), ('E501', 9)]
     (tmp_path/'ok.py').write_text('\n'.join(src[:6]))
     assert findings([tmp_path/'ok.py']) == [] and main([str(tmp_path/'ok.py')]) == 0 and main([str(f)]) == 1
+
+
+@pytest.mark.parametrize('dense', [False, True])
+def test_op_profile_tiny(tmp_path, dense):
+    "The operator profile runs at the tiny size on the CPU, for both backward paths, and writes what it prints"
+    from tools.op_profile import main
+    rec = main(scale='tiny', device='cpu', dense=dense, n_steps=2, out=str(tmp_path/'op'))
+    assert rec['path'] == ('dense' if dense else 'sparse') and rec['kernels_per_step'] == 0
+    assert all(rec[k] > 0 for k in ('ms_step_with_data', 'ms_step_fixed_batch', 'ms_data'))
+    assert json.loads((tmp_path/'op'/'summary.json').read_text()) == rec
+    assert 'Self CPU' in (tmp_path/'op'/'by_host_time.txt').read_text()
