@@ -17,8 +17,8 @@ from .evaluation import evaluate
 from .paper import reference_value
 
 # %% auto #0
-__all__ = ['GPU_CHECK_SIZES', 'T3_KEYS', 'GpuCheckConfig', 'gpu_check_config', 'sampling_throughput', 'hot_path_steps',
-           'gpu_check']
+__all__ = ['GPU_CHECK_SIZES', 'T3_KEYS', 'BACKWARDS', 'GpuCheckConfig', 'gpu_check_config', 'sampling_throughput',
+           'hot_path_steps', 'gpu_check']
 
 # %% ../nbs/85_gpu_check.ipynb #62782a6d
 GPU_CHECK_SIZES = ('auto', 'paper', 'smoke')
@@ -125,6 +125,7 @@ def hot_path_steps(
 
 # %% ../nbs/85_gpu_check.ipynb #bb5a5cd3
 T3_KEYS = ('mcc', 'f1', 'explained_variance', 'uniqueness')
+BACKWARDS = ('sparse', 'dense')
 
 class _OutOfTime(Exception): pass
 
@@ -160,10 +161,13 @@ def _table(rec:dict)->str:
     f = lambda v, d=3: '—' if v is None else f'{v:,.{d}f}' if isinstance(v, float) else f'{v:,}'
     minutes = r.get('extrapolated_200M_s') and r['extrapolated_200M_s'] / 60
     strategy = f"{rec.get('strategy', '—')} ({rec.get('auto_strategy', '—')})"
+    backward = f"{rec.get('backward', '—')} ({rec.get('auto_backward', '—')})"
     rows = [('data samples/s, sparse strategy', f(tp.get('sparse'), 0), ''),
             ('data samples/s, dense strategy', f(tp.get('dense'), 0), ''),
             ('strategy used (what auto picks)', strategy, ''),
-            ('SAE step samples/s', f(tp.get('sae_step'), 0), ''),
+            ('SAE step samples/s, sparse backward', f(tp.get('sae_step_sparse'), 0), ''),
+            ('SAE step samples/s, dense backward', f(tp.get('sae_step_dense'), 0), ''),
+            ('backward used (the default on this device)', backward, ''),
             ('training samples/s', f(r.get('train_rate'), 0), ''),
             ('samples trained', f(r.get('samples_trained')), '200,000,000'),
             ('hot path free of host syncs', _sync_cell(rec.get('sync_check')), 'yes')]
@@ -219,15 +223,22 @@ def _phases(rec:dict, c:GpuCheckConfig, dev:torch.device, start:float, deadline:
         return v
     amp, cap = dev.type == 'cuda', 0.04 * c.budget_s  # cap: seconds per throughput measurement
     model = phase('world', lambda: SyntheticModel.from_preset(c.model, device=dev))
-    new_sae = lambda: ARCHS['batchtopk'](paper_sae_config('batchtopk', model.hidden_dim, c.d_sae, c.k, seed=c.seed,
-                                                          device=str(dev)))
+    def new_sae(backward:str|None=None):
+        sae = ARCHS['batchtopk'](paper_sae_config('batchtopk', model.hidden_dim, c.d_sae, c.k, seed=c.seed,
+                                                  device=str(dev)))
+        if backward is not None: sae.sparse_grad = backward == 'sparse'
+        return sae
     rec['sync_check'] = phase('sync_check', lambda: hot_path_steps(model, new_sae(), c.batch_size, amp=amp))
     tp = phase('sampling', lambda: sampling_throughput(model, c.batch_size, c.throughput_batches, amp, cap))
     rec['throughput'] = tp
     rec['auto_strategy'] = resolve_strategy(SamplerConfig(), dev, model.num_features)
     rec['strategy'] = tp['best']
     model.set_sampler_config(replace(model.sampler_config, strategy=tp['best']))
-    tp['sae_step'] = phase('sae_step', lambda: _step_rate(model, new_sae(), c, dev, amp, cap))
+    for b in BACKWARDS:  # the TopK family's two backward paths (`SAE.sparse_grad`); training takes the faster
+        tp[f'sae_step_{b}'] = phase(f'sae_step_{b}', lambda: _step_rate(model, new_sae(b), c, dev, amp, cap))
+    rec['backward'] = max(BACKWARDS, key=lambda b: tp[f'sae_step_{b}'])
+    rec['auto_backward'] = 'sparse' if new_sae().uses_sparse_grad(dev) else 'dense'
+    tp['sae_step'] = tp[f"sae_step_{rec['backward']}"]
     pilot = min(c.eval_samples, 16 * c.batch_size)
     # the evaluation's cost barely depends on the weights: time a short one of an untrained SAE
     phase('eval_pilot', lambda: evaluate(new_sae().eval(), model, num_samples=pilot, batch_size=c.batch_size, seed=1))
@@ -240,7 +251,7 @@ def _phases(rec:dict, c:GpuCheckConfig, dev:torch.device, start:float, deadline:
     cfg = TrainConfig(training_samples=n, batch_size=c.batch_size, lr=c.lr, seed=c.seed, log_every=10 ** 9)
     every = max(1, min(200, n // c.batch_size))
     t = time.perf_counter()
-    sae, done, cut = _train_until(new_sae(), model, cfg, dev, deadline - 1.1 * eval_s - 5, every)
+    sae, done, cut = _train_until(new_sae(rec['backward']), model, cfg, dev, deadline - 1.1 * eval_s - 5, every)
     _sync(dev)
     train_s = time.perf_counter() - t
     rec['phases']['train'] = train_s

@@ -149,7 +149,9 @@ class SAE(nn.Module):
     config_class = SAEConfig
     eval_modes = ('default',)
     tied = False
-    sparse_grad = True   # TopK family: backward through the selected pre-activations only; False: the dense oracle
+    # TopK family: True, backward through the selected pre-activations only; False, the dense path (the oracle);
+    # None: sparse on the CPU, dense elsewhere (on an H200 the dense step took 6.2 ms against the sparse 7.5)
+    sparse_grad:bool|None = None
     def __init__(self, cfg:SAEConfig):
         super().__init__()
         if not isinstance(cfg, self.config_class):
@@ -373,9 +375,12 @@ class TopKSAE(SAE):
         "Decoder norms ‖d‖ when rescaling (h′ = h·‖d‖, atoms d/‖d‖), else None; `given`: those already computed"
         if given is not None: return given
         return self.W_dec_norm() if self.cfg.rescale_acts_by_decoder_norm else None
+    def uses_sparse_grad(self, device:str|torch.device)->bool:
+        "Whether a training step on `device` takes the sparse backward (`sparse_grad`; None: on the CPU only)"
+        return torch.device(device).type == 'cpu' if self.sparse_grad is None else bool(self.sparse_grad)
     def pre_acts(self, x:Tensor, norms:Tensor|None=None)->PreActs:
         "h′ as `PreActs` (`norms`: `self.norms()` if at hand); with `sparse_grad` and autograd, a sparse backward"
-        if not (self.sparse_grad and torch.is_grad_enabled()): return PreActs.dense(self.rescaled_pre(x))
+        if not (self.uses_sparse_grad(x.device) and torch.is_grad_enabled()): return PreActs.dense(self.rescaled_pre(x))
         s = self.norms(norms)
         with torch.no_grad(): r = self.rescaled_pre(x, s)
         b_dec = self.b_dec if self.cfg.apply_b_dec_to_input else None

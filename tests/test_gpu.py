@@ -43,6 +43,7 @@ def test_smoke_runs_every_phase(tmp_path):
     saved = json.loads((tmp_path/'gc'/'gpu_check.json').read_text())
     assert saved['stopped'] is None and rec['results']['samples_trained'] == 20_480
     assert saved['strategy'] in ('sparse', 'dense') and saved['auto_strategy'] == 'sparse'
+    assert saved['backward'] in ('sparse', 'dense') and saved['auto_backward'] == 'sparse'  # the CPU's default
     assert set(saved['eval']) >= {'mcc', 'f1', 'explained_variance', 'uniqueness', 'sae_l0', 'dead_latents'}
 
 def test_budget_stop_still_writes_the_json(tmp_path):

@@ -422,3 +422,17 @@ def test_batchtopk_prefilter_selects_the_exact_batch_top_k():
         acts = torch.relu(torch.randn(1024 * n_lat, generator=g))
         fast = sae._prefiltered_topk(acts, 1024 * k)
         assert fast is not None and torch.equal(fast, acts.topk(1024 * k).indices.sort().values), n_lat
+
+
+def test_sparse_grad_default_is_per_device():
+    "None (the default): the sparse backward on the CPU only; True and False choose it everywhere"
+    sae = make_sae('batchtopk', d_in=8, d_sae=32, k=2, seed=0)
+    assert sae.sparse_grad is None and sae.uses_sparse_grad('cpu') and not sae.uses_sparse_grad('cuda')
+    sae.sparse_grad = True
+    assert sae.uses_sparse_grad('cuda')
+    sae.sparse_grad = False
+    assert not sae.uses_sparse_grad('cpu')
+    x = torch.randn(4, 8)
+    assert sae.pre_acts(x).r.requires_grad   # the dense path: the pre-activations carry autograd themselves
+    sae.sparse_grad = None
+    assert not sae.pre_acts(x).r.requires_grad   # the sparse path ranks on values without autograd
