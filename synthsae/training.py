@@ -118,12 +118,21 @@ def _tuner_target(sae:SAE, target_l0:float|None)->float|None:
     if not hasattr(sae.cfg, 'autotune_start_step'): return None
     return target_l0 if target_l0 is not None else sae.cfg.target_l0
 
+def _adam_views(sae:SAE)->list[Tensor]:
+    "What Adam updates for each parameter: itself, or for a matrix stored transposed a contiguous transposed view"
+    # W_enc is (d, L) in column-major order (a copy of W_dec's transpose; its sparse gradient arrives in that order).
+    # The fused kernel copies a non-contiguous parameter, its gradient and both moments to contiguous memory and back
+    # (≈ 6 ms a step at the 16k size); its transpose, sharing the memory, is contiguous and needs none of that
+    trans = lambda p: p.dim() == 2 and not p.is_contiguous() and p.t().is_contiguous()
+    return [nn.Parameter(p.data.t()) if trans(p) else p for p in sae.parameters()]
+
 class _Member:
     "Optimiser, autotuner, dead-latent counters and log sums of one SAE"
     def __init__(self, sae:SAE, lr:float, target_l0:float|None, scale:float, device:torch.device,
                  tuner_kw:dict|None=None, n_steps:int|None=None):
         self.sae = sae.to(device).train()
-        self.opt = torch.optim.Adam(sae.parameters(), lr=lr, betas=(0.9, 0.999), eps=1e-8,
+        self.params, self.adam_params = list(sae.parameters()), _adam_views(sae)
+        self.opt = torch.optim.Adam(self.adam_params, lr=lr, betas=(0.9, 0.999), eps=1e-8,
                                     fused=device.type in ('cpu', 'cuda'))
         t = _tuner_target(sae, target_l0)
         self.tuner = None
@@ -139,12 +148,28 @@ class _Member:
         "Counters grow by ≤ 1 per step: with max counter M no latent is dead before next_step + window − M + 1"
         self.dead_free_until = next_step + window - int(self.since_fired.max()) + 1
 
+    def adam_step(self, lr:float):
+        "One Adam step at `lr` on the parameters' gradients (transposed for a transposed view), then no gradients"
+        for p, v in zip(self.params, self.adam_params):
+            if v is p: continue
+            if v.data_ptr() != p.data_ptr():
+                raise RuntimeError("an SAE parameter was replaced after its training state was made (`.to()`?); "
+                                   "make the state (`step_state`) after moving the SAE")
+            v.grad = None if p.grad is None else p.grad.t()
+        for g in self.opt.param_groups: g['lr'] = lr
+        self.opt.step()
+        for p, v in zip(self.params, self.adam_params): p.grad, v.grad = None, None
+
     def state_dict(self)->dict:
         return dict(sae=self.sae.state_dict(), opt=self.opt.state_dict(), since_fired=self.since_fired,
                     tuner=None if self.tuner is None else self.tuner.state_dict(), scale=self.scale, sums=self.sums)
     def load_state_dict(self, sd:dict):
         self.sae.load_state_dict(sd['sae'])
         self.opt.load_state_dict(sd['opt'])
+        for v in self.adam_params:  # moments saved before Adam saw W_enc transposed: in the view's orientation
+            st = self.opt.state.get(v, {})
+            for k, t in st.items():
+                if t.dim() == 2 and t.shape != v.shape: st[k] = t.t().contiguous()
         self.since_fired.copy_(sd['since_fired'])
         self.scale = sd['scale']
         self.sums = {k: v.to(self.since_fired.device) for k, v in sd['sums'].items()}
@@ -200,9 +225,7 @@ def sae_step(
     mark('backward')
     if grad_clip: nn.utils.clip_grad_norm_(sae.parameters(), grad_clip, foreach=True)
     mark('clip')
-    for g in m.opt.param_groups: g['lr'] = lr
-    m.opt.step()
-    m.opt.zero_grad(set_to_none=True)
+    m.adam_step(lr)
     sae.after_step_()                                                   # e.g. JumpReLU's raw θ ≥ 0
     mark('adam')
     with torch.no_grad():

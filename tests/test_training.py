@@ -254,3 +254,37 @@ def test_autotuner_gains_are_the_papers_at_its_length(tiny, tmp_path):
     k_i = autotuner_defaults(3)['integral_gain']
     adj = k_i * math.tanh(10 * abs(r['l0'] - 4) / 4)
     assert math.isclose(r['multiplier'], 1 + math.copysign(adj, r['l0'] - 4), rel_tol=1e-12)
+
+
+def test_adam_sees_w_enc_transposed_and_trains_the_same(tiny):
+    "Adam updates W_enc through a contiguous transposed view of its memory: bit-identical to Adam on W_enc itself"
+    from synthsae.training import step_state, sae_step
+    saes = [make_sae('batchtopk', tiny.hidden_dim, 64, k=4, seed=0) for _ in range(2)]
+    m, plain = step_state(saes[0], 1e-3), step_state(saes[1], 1e-3)
+    assert not saes[0].W_enc.is_contiguous()   # (d, L) stored column-major
+    views = [v for p, v in zip(m.params, m.adam_params) if v is not p]
+    assert len(views) == 1 and views[0].is_contiguous() and views[0].data_ptr() == saes[0].W_enc.data_ptr()
+    plain.adam_params = plain.params
+    plain.opt = torch.optim.Adam(plain.params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, fused=True)
+    for t in range(5):
+        x = tiny.sample(64, tiny.batch_generator(t, 'train', 0))
+        for s in (m, plain): sae_step(s, x, t, 1e-3)
+    for p, q in zip(saes[0].parameters(), saes[1].parameters()): assert torch.equal(p, q)   # elementwise: exact
+    assert all(p.grad is None for p in m.params + m.adam_params)
+
+
+def test_adam_view_errors_and_old_checkpoints(tiny):
+    "A parameter replaced after the state was made is an error; moments saved in W_enc's orientation load transposed"
+    from synthsae.training import step_state, sae_step
+    m = step_state(make_sae('topk', tiny.hidden_dim, 32, k=2, seed=0), 1e-3)
+    sae_step(m, tiny.sample(32, tiny.batch_generator(0, 'train', 0)), 0, 1e-3)
+    sd = m.state_dict()
+    i = next(i for i, (p, v) in enumerate(zip(m.params, m.adam_params)) if v is not p)
+    moments = {k: t.clone() for k, t in sd['opt']['state'][i].items()}
+    sd['opt']['state'][i] = {k: t.t() if t.dim() == 2 else t for k, t in moments.items()}   # as written before
+    fresh = step_state(make_sae('topk', tiny.hidden_dim, 32, k=2, seed=0), 1e-3)
+    fresh.load_state_dict(sd)
+    for k, t in fresh.opt.state[fresh.adam_params[i]].items(): assert torch.equal(t, moments[k])
+    m.sae.W_enc.data = m.sae.W_enc.data.clone()
+    with pytest.raises(RuntimeError, match='replaced after its training state was made'):
+        sae_step(m, tiny.sample(32, tiny.batch_generator(1, 'train', 0)), 1, 1e-3)
