@@ -52,8 +52,8 @@ def test_dead_mask_skipping_and_prefetch_are_exact(tiny):
     kw = dict(batch_size=64, lr=3e-3, progress=False, dead_feature_window=4)
     a = train_sae(make_sae('topk', tiny.hidden_dim, 64, k=2, seed=0), tiny, 30 * 64, log_every=1, **kw)
     b = train_sae(make_sae('topk', tiny.hidden_dim, 64, k=2, seed=0), tiny, 30 * 64, log_every=13, **kw)
-    c = train_sae(make_sae('topk', tiny.hidden_dim, 64, k=2, seed=0), tiny, 30 * 64, log_every=13, prefetch=True, **kw)
-    assert same_weights(a, b) and same_weights(a, c)
+    c = train_sae(make_sae('topk', tiny.hidden_dim, 64, k=2, seed=0), tiny, 30 * 64, log_every=13, prefetch=False, **kw)
+    assert same_weights(a, b) and same_weights(a, c)   # a and b prefetch (the CPU's default), c does not
 
 @pytest.mark.parametrize('mat_aux', [False, True])
 def test_sparse_backward_trains_as_the_dense_path(tiny, mat_aux):

@@ -6,7 +6,8 @@ The headline SAE of the benchmark: **BatchTopK, L = 4,096, k = 25, on the SynthS
 1,024** (`--scale full`; `tiny` runs in seconds: tiny world, L = 64, k = 5, batch 256). Measured on one device:
 
 - `train_sae` end to end (fresh batches of the replayable stream and the SAE step), after a short warm-up run,
-  and again with `prefetch=True` (the next batch drawn in a thread during the step);
+  with `prefetch=False` (`train`) and with `prefetch=True` (`train_prefetch`: the next batch drawn in a thread
+  during the step, the default on the CPU);
 - the SAE step alone: `train_sae` on a stream that returns one fixed batch;
 - data generation alone;
 - the floor: what no TopK-family step can skip, the encoder product x W_enc + b and one fused Adam update of every
