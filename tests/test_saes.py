@@ -436,3 +436,40 @@ def test_sparse_grad_default_is_per_device():
     assert sae.pre_acts(x).r.requires_grad   # the dense path: the pre-activations carry autograd themselves
     sae.sparse_grad = None
     assert not sae.pre_acts(x).r.requires_grad   # the sparse path ranks on values without autograd
+
+
+def _sparse_standard(p:float, quantile:float):
+    "A Standard SAE (float64) whose biases leave ≈ 1 − `quantile` of a batch's entries active, and the batch"
+    sae = make_sae('standard', 16, 256, seed=0, lp_norm=p).double()
+    x = torch.randn(32, 16, generator=make_generator(1), dtype=torch.float64)
+    with torch.no_grad(): sae.b_enc.sub_(sae.hidden_pre(x).quantile(quantile))
+    return sae, x
+
+
+@pytest.mark.parametrize('p', [1., 2.])
+def test_standard_sparse_step_matches_the_dense_step(p):
+    "Through the active entries only (4% of the batch): the same latents and loss, gradients up to summation order"
+    sae, x = _sparse_standard(p, 0.96)
+    res = {}
+    for sparse in (True, False):
+        sae.sparse_grad = sparse
+        sae.zero_grad()
+        out = sae(x, step=3, multiplier=1.5)
+        out.loss.backward()
+        res[sparse] = out, {n: q.grad.clone() for n, q in sae.named_parameters()}
+    (o_s, g_s), (o_d, g_d) = res[True], res[False]
+    assert isinstance(o_s._z, SparseLatents) and not isinstance(o_d._z, SparseLatents)
+    assert torch.equal(o_s.z, o_d.z)
+    # the losses and gradients are sums of at most 256 terms (latents) or 32 (samples) of magnitude ≤ the loss's
+    assert_sums_close(o_s.loss.detach(), o_d.loss.detach(), terms=256, magnitude=o_d.loss.detach().abs())
+    for name, g in g_d.items():
+        assert_sums_close(g_s[name], g, terms=256, magnitude=float(g.abs().max()))
+
+
+def test_standard_sparse_step_falls_back_to_dense():
+    "Above 1/16 of the entries active the dense step runs; without autograd it always does"
+    sae, x = _sparse_standard(1., 0.5)
+    assert not isinstance(sae(x)._z, SparseLatents)
+    sae, x = _sparse_standard(1., 0.96)
+    with torch.no_grad(): assert not isinstance(sae(x)._z, SparseLatents)
+    assert isinstance(sae(x)._z, SparseLatents)

@@ -288,3 +288,30 @@ def test_adam_view_errors_and_old_checkpoints(tiny):
     m.sae.W_enc.data = m.sae.W_enc.data.clone()
     with pytest.raises(RuntimeError, match='replaced after its training state was made'):
         sae_step(m, tiny.sample(32, tiny.batch_generator(1, 'train', 0)), 1, 1e-3)
+
+
+def test_standard_sparse_backward_trains_as_the_dense_path(tiny, monkeypatch):
+    # a Standard SAE with 1–4% of its entries active (a strong penalty keeps them so): 20 steps through the active
+    # entries only against the dense step; the tolerance is `test_sparse_backward_trains_as_the_dense_path`'s
+    from synthsae.saes import StandardSAE
+    T, B, lr = 20, 64, 1e-3
+    def sae():
+        s = make_sae('standard', tiny.hidden_dim, 256, seed=0, l1_coefficient=10.)
+        x = tiny.sample(256, tiny.batch_generator(0, 'misc', 9))
+        with torch.no_grad(): s.b_enc.sub_(s.hidden_pre(x).quantile(0.98))
+        return s
+    taken, sparse_forward = [], StandardSAE._sparse_forward
+    def spy(self, x, coef):
+        out = sparse_forward(self, x, coef)
+        taken.append(out is not None)
+        return out
+    monkeypatch.setattr(StandardSAE, '_sparse_forward', spy)
+    dense = sae()
+    dense.sparse_grad = False
+    kw = dict(batch_size=B, lr=lr, progress=False, log_every=5)
+    dense = train_sae(dense, tiny, T * B, **kw)
+    assert taken == []
+    sparse = train_sae(sae(), tiny, T * B, **kw)
+    assert taken == [True] * T   # every step of this run went through the active entries only
+    for p, q in zip(dense.parameters(), sparse.parameters()):
+        assert_sums_close(q, p, terms=T * B, magnitude=T * lr, dtype=torch.float32)
