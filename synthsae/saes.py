@@ -18,7 +18,7 @@ from .core import (resolve_seed, make_generator, unit_rows, cos_sim, check_range
 # %% auto #0
 __all__ = ['NORMALIZATIONS', 'DENSE_BACKWARD_ABOVE', 'ARCHS', 'PAPER_TOTAL_STEPS', 'SAEConfig', 'init_decoder', 'SparseLatents',
            'SAEOut', 'mse_loss', 'sae_out', 'warmup_coefficient', 'affine', 'RowNorms', 'SAE', 'sparse_decode',
-           'runs_to_offsets', 'GatherPre', 'PreActs', 'StandardSAEConfig', 'StandardSAE', 'topk_aux_loss',
+           'runs_to_offsets', 'GatherPre', 'DensePre', 'PreActs', 'StandardSAEConfig', 'StandardSAE', 'topk_aux_loss',
            'TopKSAEConfig', 'TopKSAE', 'BatchTopKSAEConfig', 'BatchTopKSAE', 'rectangle', 'JumpReLUFn', 'StepFn',
            'JumpReLUSAEConfig', 'JumpReLUSAE', 'default_matryoshka_widths', 'matryoshka_widths',
            'MatryoshkaBatchTopKSAEConfig', 'MatryoshkaBatchTopKSAE', 'MatchingPursuitSAEConfig', 'MatchingPursuitSAE',
@@ -264,6 +264,25 @@ class GatherPre(torch.autograd.Function):
         if need[5]: gs = g.new_zeros(n_lat).index_add_(0, cols, g * rv / s[cols]).to(ctx.dtypes[2])   # Σ g·h
         return None, gx, gW, gbe, gbd, gs, None, None
 
+class DensePre(torch.autograd.Function):
+    "h = (x − b_dec) W_enc + b_enc from its values `r` computed without autograd, with that formula's dense backward"
+    @staticmethod
+    def forward(ctx, r:Tensor, x:Tensor, W_enc:Tensor, b_enc:Tensor, b_dec:Tensor|None)->Tensor:
+        ctx.save_for_backward(x, W_enc, b_dec)
+        ctx.dtypes = b_enc.dtype, None if b_dec is None else b_dec.dtype
+        return r.clone()
+    @staticmethod
+    def backward(ctx, g:Tensor):
+        x, W_enc, b_dec = ctx.saved_tensors
+        need, gx, gW, gbe, gbd = ctx.needs_input_grad, None, None, None, None
+        if need[1]: gx = (g @ W_enc.t().to(g.dtype)).to(x.dtype)
+        xc = x if b_dec is None else x - b_dec.to(x.dtype)
+        if need[2]: gW = (g.t() @ xc.to(g.dtype)).t().to(W_enc.dtype)             # in W_enc's (column-major) layout
+        gb = g.sum(0) if need[3] or need[4] else None
+        if need[3]: gbe = gb.to(ctx.dtypes[0])
+        if need[4]: gbd = -(W_enc.to(gb.dtype) @ gb).to(ctx.dtypes[1])
+        return None, gx, gW, gbe, gbd
+
 class PreActs:
     "Pre-activations of a batch: `r` (bs, n_lat) ranks the latents; `gather` and `take` give entries with autograd"
     def __init__(self, r:Tensor, at=None, lo:int=0):
@@ -315,19 +334,19 @@ class StandardSAE(SAE):
     def forward(self, x:Tensor, dead_mask:Tensor|None=None, step:int|None=None, multiplier:float|Tensor=1.)->SAEOut:
         coef = warmup_coefficient(self.cfg.l1_coefficient, step, self.cfg.l1_warm_up_steps) * multiplier
         # counting the active entries syncs: the sparse step is the CPU's
-        sparse = self.uses_sparse_grad(x.device) and torch.is_grad_enabled() and x.device.type == 'cpu'
-        out = self._sparse_forward(x, coef) if sparse else None
-        if out is not None: return out
-        z = self.encode(x)
+        if self.uses_sparse_grad(x.device) and torch.is_grad_enabled() and x.device.type == 'cpu':
+            with torch.no_grad(): r = self.hidden_pre(x)
+            flat = (r.flatten() > 0).nonzero().squeeze(1)                   # ascending, so grouped by sample
+            if len(flat) * DENSE_BACKWARD_ABOVE <= r.numel(): return self._sparse_forward(x, r, flat, coef)
+            b_dec = self.b_dec if self.cfg.apply_b_dec_to_input else None   # many active: the dense step, on r
+            z = F.relu(DensePre.apply(r, x, self.W_enc, self.b_enc, b_dec))
+        else: z = self.encode(x)
         x_hat = self.decode(z)
         penalty = (z * self.W_dec_norm()).norm(p=self.cfg.lp_norm, dim=-1).mean()
         return sae_out(x_hat, z, mse_loss=mse_loss(x_hat, x), l1_loss=coef * penalty)
-    def _sparse_forward(self, x:Tensor, coef)->SAEOut|None:
-        "The step through the active entries (h > 0) only; None when they are too many for that to pay"
-        with torch.no_grad(): r = self.hidden_pre(x)
+    def _sparse_forward(self, x:Tensor, r:Tensor, flat:Tensor, coef)->SAEOut:
+        "The step through the active entries only: `r` = h without autograd, `flat` its positive entries, ascending"
         bs, n_lat = r.shape
-        flat = (r.flatten() > 0).nonzero().squeeze(1)                       # ascending, so grouped by sample
-        if len(flat) * DENSE_BACKWARD_ABOVE > r.numel(): return None
         rows, cols = flat // n_lat, flat % n_lat
         b_dec = self.b_dec if self.cfg.apply_b_dec_to_input else None
         vals = GatherPre.apply(r, x, self.W_enc, self.b_enc, b_dec, None, rows, cols)   # > 0: ReLU is the identity

@@ -446,10 +446,11 @@ def _sparse_standard(p:float, quantile:float):
     return sae, x
 
 
-@pytest.mark.parametrize('p', [1., 2.])
-def test_standard_sparse_step_matches_the_dense_step(p):
-    "Through the active entries only (4% of the batch): the same latents and loss, gradients up to summation order"
-    sae, x = _sparse_standard(p, 0.96)
+@pytest.mark.parametrize('p,quantile', [(1., 0.96), (2., 0.96), (1., 0.5)])
+def test_standard_sparse_step_matches_the_dense_step(p, quantile):
+    """Through the active entries only (4% of the batch), or the dense step on values computed once (50% active): the
+    dense oracle's latents and loss, its gradients up to summation order"""
+    sae, x = _sparse_standard(p, quantile)
     res = {}
     for sparse in (True, False):
         sae.sparse_grad = sparse
@@ -458,7 +459,7 @@ def test_standard_sparse_step_matches_the_dense_step(p):
         out.loss.backward()
         res[sparse] = out, {n: q.grad.clone() for n, q in sae.named_parameters()}
     (o_s, g_s), (o_d, g_d) = res[True], res[False]
-    assert isinstance(o_s._z, SparseLatents) and not isinstance(o_d._z, SparseLatents)
+    assert isinstance(o_s._z, SparseLatents) == (quantile > 0.9) and not isinstance(o_d._z, SparseLatents)
     assert torch.equal(o_s.z, o_d.z)
     # the losses and gradients are sums of at most 256 terms (latents) or 32 (samples) of magnitude ≤ the loss's
     assert_sums_close(o_s.loss.detach(), o_d.loss.detach(), terms=256, magnitude=o_d.loss.detach().abs())
