@@ -84,3 +84,13 @@ def test_op_profile_tiny(tmp_path, dense):
     assert all(rec[k] > 0 for k in ('ms_step_with_data', 'ms_step_fixed_batch', 'ms_data'))
     assert json.loads((tmp_path/'op'/'summary.json').read_text()) == rec
     assert 'Self CPU' in (tmp_path/'op'/'by_host_time.txt').read_text()
+
+
+def test_standard_by_density_tiny(tmp_path):
+    "The Standard step by share of active entries: the share is set as asked, both paths are timed"
+    from tools.train_bench import main
+    res = main(scale='tiny', n_steps=1, density=True, out=str(tmp_path/'density.json'))
+    rows = res['standard_by_density']
+    assert [r['active'] for r in rows][0] < 0.04 and rows[-1]['active'] > 0.3   # a subsample's quantile: roughly
+    assert all(r['sparse_ms'] > 0 and r['dense_ms'] > 0 for r in rows)
+    assert json.loads((tmp_path/'density.json').read_text())['standard_by_density'] == rows

@@ -18,7 +18,8 @@ The headline SAE of the benchmark: **BatchTopK, L = 4,096, k = 25, on the SynthS
 
 `--profile` times instead each phase of `sae_step` (data, forward, backward, clip, Adam, bookkeeping, and the
 encoder's dense product alone) for every architecture, the TopK family with its sparse and its dense backward and
-with AuxK off or at full cost (every latent dead): `make train-profile`.
+with AuxK off or at full cost (every latent dead): `make train-profile`. `--density` times instead the Standard step,
+through the active entries only (the CPU's default) against the dense step, with 1–50% of the entries active.
 
 Timings on a shared machine are noisy; compare only numbers from one run. On a 2-core machine shared with other
 processes, run with `OMP_WAIT_POLICY=PASSIVE` (the make targets do): with libgomp's default, idle OpenMP threads
@@ -171,6 +172,38 @@ def profile_table(rows:list[dict])->str:
     return '\n'.join(out)
 
 
+
+def standard_by_density(
+    model:SyntheticModel,      # the world; one fixed batch of its stream is used
+    d_sae:int, batch_size:int,
+    active:tuple=(0.01, 0.02, 0.04, 0.06, 0.5),   # share of the batch's entries made active (b_enc shifted)
+    n_steps:int=6,             # timed steps per path, alternated (after two untimed)
+    device='cpu',
+)->list[dict]:
+    "Ms per Standard step, the sparse step (the CPU's default) against the dense one, at each share of active entries"
+    x = model.sample(batch_size, model.batch_generator(0, 'misc', 2)).to(device).float()
+    rows = []
+    for a in active:
+        states = {}
+        for sparse in (True, False):
+            sae = make_sae('standard', model.hidden_dim, d_sae, seed=0, device=device)
+            with torch.no_grad():   # shift every pre-activation by the (1 − a) quantile of a subsample
+                sae.b_enc.sub_(sae.hidden_pre(x).flatten()[::97].quantile(1 - a))
+            sae.sparse_grad = sparse
+            states[sparse] = step_state(sae, 0., device)   # lr 0: the share stays where it was set
+        times = {True: [], False: []}
+        for t in range(n_steps + 2):
+            for sparse, m in states.items():
+                _sync(device)
+                t0 = time.perf_counter()
+                sae_step(m, x, t, 0.)
+                _sync(device)
+                if t >= 2: times[sparse].append(1e3 * (time.perf_counter() - t0))
+        with torch.no_grad(): share = float((states[True].sae.hidden_pre(x) > 0).float().mean())
+        med = lambda v: sorted(v)[len(v) // 2]
+        rows.append(dict(active=round(share, 4), sparse_ms=round(med(times[True]), 1), dense_ms=round(med(times[False]), 1)))
+    return rows
+
 REFERENCE_SCRIPT = r'''
 import json, sys, time, itertools, torch
 out = {}
@@ -286,8 +319,20 @@ def main(
     threads:Param("torch CPU threads for our measurements; default: torch's", int)=None,
     out:Param("write the results to this JSON file", str)=None,
     profile:Param("instead, time each phase of a step for every architecture (`profile_all`) and print the table", bool)=False,
+    density:Param("instead, time the Standard step, sparse against dense, by share of active entries", bool)=False,
 )->dict:
     "Measure training throughput and print the summary"
+    if density:
+        c = dict(SCALES[scale])
+        if threads: torch.set_num_threads(threads)
+        model = SyntheticModel.from_preset(c['preset'], device=device)
+        rows = standard_by_density(model, c['d_sae'], batch_size or c['batch_size'], n_steps=n_steps or 6, device=device)
+        res = dict(scale=scale, device=device, threads=torch.get_num_threads(), standard_by_density=rows,
+                   omp_wait_policy=os.environ.get('OMP_WAIT_POLICY'))
+        if out: write_json(out, res)
+        print('| active entries | sparse step (ms) | dense step (ms) |\n|---|---|---|')
+        print('\n'.join(f"| {r['active']:.1%} | {r['sparse_ms']} | {r['dense_ms']} |" for r in rows))
+        return res
     if profile:
         c = dict(SCALES[scale])
         if threads: torch.set_num_threads(threads)
