@@ -58,7 +58,7 @@ pytest-default-isa: install
 
 test: export-check lint clean-check nbtest pytest pytest-default-isa
 
-# the main job: the paper's tables and figures at the cpu scale (papermill notebooks 71–77, ≈ 1 h), summary.json and
+# the main job: the paper's tables and figures at the cpu scale (papermill notebooks 71–77, ≈ 40 min), summary.json and
 # report.html under reports/; it resumes, so a second run only redoes what is missing
 # OpenMP threads sleep when idle (PASSIVE): with libgomp's default they spin, and on a small machine where anything
 # else runs, each of the sampler's many short parallel regions can wait for a descheduled thread (tools/bench.py)
