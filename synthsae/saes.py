@@ -336,8 +336,10 @@ class StandardSAE(SAE):
         # counting the active entries syncs: the sparse step is the CPU's
         if self.uses_sparse_grad(x.device) and torch.is_grad_enabled() and x.device.type == 'cpu':
             with torch.no_grad(): r = self.hidden_pre(x)
-            flat = (r.flatten() > 0).nonzero().squeeze(1)                   # ascending, so grouped by sample
-            if len(flat) * DENSE_BACKWARD_ABOVE <= r.numel(): return self._sparse_forward(x, r, flat, coef)
+            active = r > 0                                                  # counted before any index is built
+            if int(active.sum()) * DENSE_BACKWARD_ABOVE <= r.numel():
+                flat = active.flatten().nonzero().squeeze(1)                # ascending, so grouped by sample
+                return self._sparse_forward(x, r, flat, coef)
             b_dec = self.b_dec if self.cfg.apply_b_dec_to_input else None   # many active: the dense step, on r
             z = F.relu(DensePre.apply(r, x, self.W_enc, self.b_enc, b_dec))
         else: z = self.encode(x)
