@@ -180,6 +180,9 @@ class SAE(nn.Module):
     def hidden_pre(self, x:Tensor)->Tensor:
         "Encoder pre-activations h = (x − b_dec) W_enc + b_enc: (bs, n_lat)"
         return affine(x, self.W_enc, self.enc_bias())
+    def input_b_dec(self)->Tensor|None:
+        "b_dec where it is subtracted from the input (`apply_b_dec_to_input`), else None"
+        return self.b_dec if self.cfg.apply_b_dec_to_input else None
     def enc_bias(self)->Tensor:
         "Effective encoder bias b_enc − b_dec W_enc (or b_enc): (n_lat,)"
         # h = x W_enc + (b_enc − b_dec W_enc): b_dec's gradient is then a (1×L)(L×D) product, not a (B×L)(L×D) one
@@ -270,7 +273,7 @@ class DensePre(torch.autograd.Function):
     def forward(ctx, r:Tensor, x:Tensor, W_enc:Tensor, b_enc:Tensor, b_dec:Tensor|None)->Tensor:
         ctx.save_for_backward(x, W_enc, b_dec)
         ctx.dtypes = b_enc.dtype, None if b_dec is None else b_dec.dtype
-        return r.clone()
+        return r   # as a view of r: no copy (r is never changed in place)
     @staticmethod
     def backward(ctx, g:Tensor):
         x, W_enc, b_dec = ctx.saved_tensors
@@ -340,8 +343,7 @@ class StandardSAE(SAE):
             if int(active.sum()) * DENSE_BACKWARD_ABOVE <= r.numel():
                 flat = active.flatten().nonzero().squeeze(1)                # ascending, so grouped by sample
                 return self._sparse_forward(x, r, flat, coef)
-            b_dec = self.b_dec if self.cfg.apply_b_dec_to_input else None   # many active: the dense step, on r
-            z = F.relu(DensePre.apply(r, x, self.W_enc, self.b_enc, b_dec))
+            z = F.relu(DensePre.apply(r, x, self.W_enc, self.b_enc, self.input_b_dec()))   # many: dense, on r
         else: z = self.encode(x)
         x_hat = self.decode(z)
         penalty = (z * self.W_dec_norm()).norm(p=self.cfg.lp_norm, dim=-1).mean()
@@ -350,10 +352,9 @@ class StandardSAE(SAE):
         "The step through the active entries only: `r` = h without autograd, `flat` its positive entries, ascending"
         bs, n_lat = r.shape
         rows, cols = flat // n_lat, flat % n_lat
-        b_dec = self.b_dec if self.cfg.apply_b_dec_to_input else None
-        vals = GatherPre.apply(r, x, self.W_enc, self.b_enc, b_dec, None, rows, cols)   # > 0: ReLU is the identity
+        vals = GatherPre.apply(r, x, self.W_enc, self.b_enc, self.input_b_dec(), None, rows, cols)   # > 0: no ReLU
         x_hat = sparse_decode(cols, vals, self.W_dec, runs_to_offsets(rows, bs)) + self.b_dec
-        p, w = self.cfg.lp_norm, vals * self.W_dec_norm()[cols]             # ‖z ⊙ ‖d‖‖_p over the active entries
+        p, w = self.cfg.lp_norm, vals * self.W_dec_norm()[cols]             # ‖z ⊙ ‖d‖‖_p over active entries
         per_sample = w.new_zeros(bs).index_add(0, rows, w if p == 1 else w.pow(p))
         penalty = (per_sample if p == 1 else per_sample.pow(1 / p)).mean()
         return sae_out(x_hat, SparseLatents(flat, vals, (bs, n_lat)), mse_loss=mse_loss(x_hat, x),
@@ -415,7 +416,7 @@ class TopKSAE(SAE):
         s = self.norms(norms)
         return self.hidden_pre(x) if s is None else affine(x, self.W_enc * s, self.enc_bias() * s)
     def norms(self, given:Tensor|None=None)->Tensor|None:
-        "Decoder norms ‖d‖ when rescaling (h′ = h·‖d‖, atoms d/‖d‖), else None; `given`: those already computed"
+        "Decoder norms ‖d‖ when rescaling (h′ = h·‖d‖, unit atoms), else None; `given`: norms at hand"
         if given is not None: return given
         return self.W_dec_norm() if self.cfg.rescale_acts_by_decoder_norm else None
     def pre_acts(self, x:Tensor, norms:Tensor|None=None)->PreActs:
@@ -423,7 +424,7 @@ class TopKSAE(SAE):
         if not (self.uses_sparse_grad(x.device) and torch.is_grad_enabled()): return PreActs.dense(self.rescaled_pre(x))
         s = self.norms(norms)
         with torch.no_grad(): r = self.rescaled_pre(x, s)
-        b_dec = self.b_dec if self.cfg.apply_b_dec_to_input else None
+        b_dec = self.input_b_dec()
         return PreActs(r, lambda rows, cols: GatherPre.apply(r, x, self.W_enc, self.b_enc, b_dec, s, rows, cols))
     def decode_selected(self, idx:Tensor, vals:Tensor, offsets:Tensor|None=None, norms:Tensor|None=None)->Tensor:
         "Σ vals·atom over the selected latents, no bias (as `sparse_decode`): W_dec rows weighted by vals/‖d‖"

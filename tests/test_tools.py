@@ -1,7 +1,7 @@
 "Development tools (tools/): they use the package's public API only, and the benchmark harnesses run at the tiny scale"
 import ast, json, sys
 from pathlib import Path
-import pytest
+import pytest, torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -94,3 +94,12 @@ def test_standard_by_density_tiny(tmp_path):
     assert [r['active'] for r in rows][0] < 0.04 and rows[-1]['active'] > 0.3   # a subsample's quantile: roughly
     assert all(r['sparse_ms'] > 0 and r['dense_ms'] > 0 for r in rows)
     assert json.loads((tmp_path/'density.json').read_text())['standard_by_density'] == rows
+
+
+def test_op_profile_rejects_bad_input():
+    "An unknown size or an unusable device is a clear error naming the field, before any world is built"
+    from tools.op_profile import profile
+    with pytest.raises(ValueError, match=r"scale must be one of \['full', 'tiny'\]"):
+        profile(scale='huge', device='cpu')
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match='device'): profile(scale='tiny', device='cuda')

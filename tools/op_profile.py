@@ -10,6 +10,7 @@ import json, time
 from pathlib import Path
 import torch
 from fastcore.script import call_parse
+from synthsae.core import check_choice, check_device
 from synthsae.model import SyntheticModel
 from synthsae.saes import make_sae
 from synthsae.training import sae_step, step_state
@@ -27,7 +28,8 @@ def _ms_per_call(fn, n:int, dev:torch.device)->float:
 
 def profile(scale:str='full', device:str='auto', dense:bool=False, n_steps:int=10)->tuple[dict, dict]:
     "(summary, {table name: text}) of `n_steps` profiled steps after warm-up and timed runs"
-    dev = torch.device(('cuda' if torch.cuda.is_available() else 'cpu') if device == 'auto' else device)
+    check_choice('scale', scale, tuple(SIZES))
+    dev = check_device(device)   # 'auto': CUDA when available; 'cuda' without a GPU is a clear error
     amp = dev.type == 'cuda'
     preset, d_sae, k, bs = SIZES[scale]
     model = SyntheticModel.from_preset(preset, device=dev)
